@@ -1,0 +1,65 @@
+"""Command-line plumbing shared by the scripts: common flags, and user errors as one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from tinynet.errors import UserError
+
+
+def make_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser whose --help shows the script's docstring and every default."""
+    return argparse.ArgumentParser(description=doc, formatter_class=Formatter)
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the docstring's line breaks kept."""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> None:
+    """--data-dir, --val-split and --seed; with from_base, unset flags take the base run's values."""
+    group = parser.add_argument_group("data")
+    inherited = " (default: the base run's)" if from_base else ""
+    group.add_argument("--data-dir", default=None,
+                       help="offline CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or image folders "
+                            "train/<class>/* and test/<class>/* (also as .tar.gz); default: the Keras download"
+                            + inherited)
+    group.add_argument("--val-split", type=fraction, default=None if from_base else 0.1,
+                       help="fraction of the training set held out for early stopping and model selection" + inherited)
+    group.add_argument("--seed", type=int, default=None if from_base else 0,
+                       help="seeds the validation split, the weight initialisation and the shuffling" + inherited)
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a script's main(): a UserError or Ctrl-C becomes one line on stderr, not a traceback."""
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

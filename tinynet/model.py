@@ -1,0 +1,105 @@
+"""The lilTinyNet model: raw uint8 images in, class probabilities out.
+
+    image (uint8, any size) -> resize -> scale to [-1, 1] -> MobileNetV2 (frozen) -> features -> classifier
+
+Everything up to `features` has no trainable weights, so while the base is frozen its output
+for an image never changes: the training scripts compute it once and train only `classifier`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+from keras import layers
+
+BASE_NAME = "mobilenetv2"
+# MobileNetV2 blocks by name: unfreezing cuts here, never at a bare layer index.
+BLOCK_NAMES = [f"block_{i}_expand" for i in range(1, 17)] + ["Conv_1"]
+HEADS = ("pooled", "gap", "original")
+
+
+def build_base(alpha: float, weights: str | None) -> keras.Model:
+    """MobileNetV2 without its top: ImageNet weights, None (random) or a weights-file path.
+
+    input_shape=None makes Keras load the weights trained at 224, whatever size we resize to:
+    the same file online and offline, so a result measured here is the result users get.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*`input_shape` is undefined")
+        base = keras.applications.MobileNetV2(
+            input_shape=None, alpha=alpha, include_top=False, weights=weights, name=BASE_NAME
+        )
+    base.trainable = False
+    return base
+
+
+def head_layers(head: str, num_classes: int) -> tuple[list[keras.Layer], list[keras.Layer]]:
+    """The head as (parameter-free feature layers, trainable classifier layers).
+
+    pooled: 2x2 average pooling keeps where things are in the image, which a global pool
+      throws away; measured on the frozen alpha-0.35 base it beat the other two (see README).
+    gap: the classic global-average-pooling linear probe, the cheapest.
+    original: the original lilTinyNet head, Flatten, Dense(1024), Dropout(0.5).
+    """
+    predictions = layers.Dense(num_classes, activation="softmax", name="predictions")
+    dropout = layers.Dropout(0.5, name="head_dropout")
+    if head == "pooled":
+        return (
+            [layers.AveragePooling2D(2, padding="same", name="head_pool"), layers.Flatten(name="features")],
+            [layers.Dense(256, activation="relu", name="head_dense"), dropout, predictions],
+        )
+    if head == "gap":
+        return (
+            [layers.GlobalAveragePooling2D(name="features")],
+            [layers.Dropout(0.2, name="head_dropout"), predictions],
+        )
+    if head == "original":
+        return (
+            [layers.Flatten(name="features")],
+            [layers.Dense(1024, activation="relu", name="head_dense"), dropout, predictions],
+        )
+    raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
+
+
+def build_model(
+    num_classes: int,
+    image_size: int = 128,
+    alpha: float = 1.0,
+    weights: str | None = "imagenet",
+    head: str = "pooled",
+) -> keras.Model:
+    """The full classifier on raw uint8 images, with the base frozen and in inference mode."""
+    image = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
+    x = layers.Resizing(image_size, image_size, name="resize")(image)
+    x = layers.Rescaling(1 / 127.5, offset=-1, name="scale")(x)  # exactly mobilenet_v2.preprocess_input
+    x = build_base(alpha, weights)(x, training=False)
+    feature_layers, classifier_layers = head_layers(head, num_classes)
+    for layer in feature_layers:
+        x = layer(x)
+    classifier = keras.Sequential([keras.Input(x.shape[1:]), *classifier_layers], name="classifier")
+    return keras.Model(image, classifier(x), name=f"lilTinyNet_{head}")
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The frozen front of the model: raw images to the features the classifier reads."""
+    return keras.Model(model.input, model.get_layer("features").output, name="feature_extractor")
+
+
+def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+                  steps_per_execution: int = 1) -> None:
+    """Adam and categorical cross-entropy on one-hot labels, as the original."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+
+
+def count_weights(model: keras.Model) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    frozen = sum(math.prod(w.shape) for w in model.non_trainable_weights)
+    return trainable, frozen
