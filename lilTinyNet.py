@@ -20,18 +20,22 @@ from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
 # isort: split
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tinynet.data import load_dataset, split_validation
+from tinynet.data import load_dataset
 from tinynet.model import HEADS, build_model, compile_model, count_weights, feature_extractor
 from tinynet.training import (
+    cosine_schedule,
+    evaluate_splits,
     extract_features,
-    history_rows,
     one_hot,
+    run_info,
     save_model,
+    sidecar_path,
+    split_data,
     state_dir,
     timed,
     training_callbacks,
+    write_sidecar,
 )
 
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes microseconds: run up to 64 per call
@@ -79,11 +83,11 @@ def main(argv: list[str] | None = None) -> dict:
     # so the test set is touched once, for the final report.
     with timed(times, "load_data"):
         data = load_dataset(args.data_dir, args.image_size)
-    train_idx, val_idx = split_validation(data.y_train, args.val_split, args.seed)
-    labels = {split: one_hot(y, data.num_classes) for split, y in
-              {"train": data.y_train[train_idx], "val": data.y_train[val_idx], "test": data.y_test}.items()}
-    print(f"data: {len(train_idx)} train, {len(val_idx)} validation, {len(data.y_test)} test images "
-          f"of {data.x_train.shape[1:]}, {data.num_classes} classes, from {data.source}")
+    splits = split_data(data, args.val_split, args.seed)
+    images = {split: x for split, (x, _) in splits.items()}
+    labels = {split: y for split, (_, y) in splits.items()}
+    print(f"data: {len(images['train'])} train, {len(images['val'])} validation, {len(images['test'])} test "
+          f"images of {data.x_train.shape[1:]}, {data.num_classes} classes, from {data.source}")
 
     # Model: resize and scale inside, the frozen MobileNetV2, then the head.
     weights = None if args.weights == "none" else args.weights
@@ -97,20 +101,15 @@ def main(argv: list[str] | None = None) -> dict:
         print("features: one forward pass of the frozen base over every image")
         with timed(times, "features"):
             extractor = feature_extractor(model)
-            all_train = extract_features(extractor, data.x_train, args.batch_size)
-            inputs = {"train": all_train[train_idx], "val": all_train[val_idx],
-                      "test": extract_features(extractor, data.x_test, args.batch_size)}
-            del all_train
+            inputs = {split: extract_features(extractor, x, args.batch_size) for split, x in images.items()}
         net = model.get_layer("classifier")
     else:
-        inputs = {"train": data.x_train[train_idx], "val": data.x_train[val_idx], "test": data.x_test}
-        net = model
+        inputs, net = images, model
 
     # Train: Adam with a cosine decay, early stopping on validation accuracy, best weights kept.
-    steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=args.epochs * steps_per_epoch)
+    steps_per_epoch = math.ceil(len(inputs["train"]) / args.batch_size)
     steps_per_call = min(HEAD_STEPS_PER_CALL, steps_per_epoch) if args.feature_cache else 1
-    compile_model(net, schedule, steps_per_execution=steps_per_call)
+    compile_model(net, cosine_schedule(args.learning_rate, args.epochs * steps_per_epoch), steps_per_call)
     first_loss = net.evaluate(inputs["val"][:512], labels["val"][:512], verbose=0)[0]
     chance = math.log(data.num_classes)
     print(f"initial validation loss {first_loss:.3f} (chance: ln({data.num_classes}) = {chance:.3f})")
@@ -121,29 +120,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Evaluate the best weights on validation, and once on test.
     with timed(times, "evaluate"):
-        metrics = {split: net.evaluate(inputs[split], labels[split], batch_size=args.batch_size,
-                                       verbose=0, return_dict=True) for split in ("val", "test")}
-    if args.feature_cache:
-        check_cached_head_matches(model, net, data.x_test[:32], inputs["test"][:32])
+        metrics = evaluate_splits(net, inputs, labels, args.batch_size)
+        if args.feature_cache:
+            check_cached_head_matches(model, net, images["test"][:32], inputs["test"][:32])
 
-    # Save the full model, compiled for evaluate(), with its sidecar.
+    # Save the full model, compiled for evaluate(), and beside it what made it.
+    compile_model(model, args.learning_rate)
     with timed(times, "save"):
-        compile_model(model, args.learning_rate)
-        info = {
-            "stage": "base",
-            "settings": vars(args),
-            "class_names": data.class_names,
-            "data": {"source": data.source, "train": len(train_idx), "val": len(val_idx), "test": len(data.y_test)},
-            "history": history_rows(history),
-            "metrics": {split: {k: float(v) for k, v in m.items()} for split, m in metrics.items()},
-            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        }
-        times["total"] = round(time.perf_counter() - started, 2)
-        save_model(model, args.output, {**info, "times": times})
+        save_model(model, args.output)
+    times["total"] = round(time.perf_counter() - started, 2)
+    info = run_info("base", args, data, splits, history, metrics, times)
+    write_sidecar(args.output, info)
 
     print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
           f"after {len(history.epoch)} epochs in {times['total']:.0f} s")
-    print(f"saved {args.output} and its sidecar {args.output.rsplit('.', 1)[0]}.json")
+    print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
     return info
 
 

@@ -98,6 +98,26 @@ def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.sc
     )
 
 
+def unfreeze(model: keras.Model, from_layer: str) -> list[str]:
+    """Make MobileNetV2 trainable from `from_layer` (a block name such as block_13_expand) to its top.
+
+    BatchNormalization stays frozen everywhere: its moving statistics came from ImageNet's large
+    batches; updating them from small, differently distributed CIFAR batches while the weights
+    change under them wrecks the features the head relies on. In Keras 3 a BatchNormalization
+    layer with trainable=False also always runs in inference mode. Recompile after calling this.
+    Returns the names of the layers whose weights now train.
+    """
+    base = model.get_layer(BASE_NAME)
+    names = [layer.name for layer in base.layers]
+    if from_layer not in names:
+        raise ValueError(f"{from_layer!r} is not a layer of MobileNetV2; try one of {BLOCK_NAMES}")
+    start = names.index(from_layer)
+    base.trainable = True
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= start and not isinstance(layer, layers.BatchNormalization)
+    return [layer.name for layer in base.layers if layer.trainable and layer.weights]
+
+
 def count_weights(model: keras.Model) -> tuple[int, int]:
     """(trainable, frozen) parameter counts."""
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)

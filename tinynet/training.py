@@ -12,6 +12,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+from tinynet.data import Dataset, split_validation
 
 PATIENCE = 3  # epochs without a better validation accuracy before early stopping
 
@@ -19,6 +22,67 @@ PATIENCE = 3  # epochs without a better validation accuracy before early stoppin
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(m,) or (m, 1) integer labels to (m, num_classes) float32 one-hot rows."""
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels).reshape(-1)]
+
+
+def split_data(data: Dataset, val_split: float, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train", "val", "test"}: (uint8 images, one-hot labels); validation is carved from training,
+    stratified and seeded, so both stages hold out the same images."""
+    train_idx, val_idx = split_validation(data.y_train, val_split, seed)
+    splits = {"train": (data.x_train[train_idx], data.y_train[train_idx]),
+              "val": (data.x_train[val_idx], data.y_train[val_idx]),
+              "test": (data.x_test, data.y_test)}
+    return {name: (x, one_hot(y, data.num_classes)) for name, (x, y) in splits.items()}
+
+
+def augmented_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled training batches, each image randomly flipped and shifted by up to 1/8 of its size
+    (a random crop of the zero-padded image). Images stay uint8: the model resizes and scales them."""
+    height, width = images.shape[1:3]
+    pad_h, pad_w = height // 8, width // 8
+
+    def augment(image, label):
+        image = tf.image.random_flip_left_right(image)
+        image = tf.image.pad_to_bounding_box(image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
+        image = tf.image.random_crop(image, (height, width, 3))
+        return image, label
+
+    return (tf.data.Dataset.from_tensor_slices((images, labels))
+            .shuffle(len(images), seed=seed)
+            .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> keras.optimizers.schedules.CosineDecay:
+    """Linear warm-up from 0 to `peak` over warmup_steps, then a cosine decay to 0."""
+    if warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(0.0, total_steps - warmup_steps,
+                                                      warmup_target=peak, warmup_steps=warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(peak, total_steps)
+
+
+def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                    batch_size: int) -> dict[str, dict[str, float]]:
+    """Loss and accuracy on validation and, once, on test."""
+    return {split: {name: float(value) for name, value in model.evaluate(
+        inputs[split], labels[split], batch_size=batch_size, verbose=0, return_dict=True).items()}
+        for split in ("val", "test")}
+
+
+def run_info(stage: str, args, data: Dataset, splits: dict, history: keras.callbacks.History,
+             metrics: dict, times: dict, **extra) -> dict:
+    """What the sidecar records: settings, classes, data, per-epoch history, metrics and times."""
+    return {
+        "stage": stage,
+        "settings": vars(args),
+        "class_names": data.class_names,
+        "data": {"source": data.source, **{split: len(x) for split, (x, _) in splits.items()}},
+        **extra,
+        "history": history_rows(history),
+        "metrics": metrics,
+        "times": times,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
 
 
 def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -90,9 +154,9 @@ def state_dir(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".state")
 
 
-def save_model(model: keras.Model, path: str | Path, info: dict) -> None:
-    """Write the model and its JSON sidecar so that a crash never leaves a half-written file:
-    each is written to a temporary file in the same folder, then renamed over the target."""
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Write the model so that a crash never leaves a half-written file: to a temporary file
+    in the same folder first, then renamed over the target in one step."""
     path = Path(path)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same suffix: Keras picks the format by it
     try:
@@ -100,8 +164,12 @@ def save_model(model: keras.Model, path: str | Path, info: dict) -> None:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    write_json(sidecar_path(path), info)
-    shutil.rmtree(state_dir(path), ignore_errors=True)
+
+
+def write_sidecar(model_path: str | Path, info: dict) -> None:
+    """The JSON beside a finished model; the run's checkpoints are no longer needed after it."""
+    write_json(sidecar_path(model_path), info)
+    shutil.rmtree(state_dir(model_path), ignore_errors=True)
 
 
 def write_json(path: Path, data: dict) -> None:

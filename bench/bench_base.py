@@ -1,0 +1,70 @@
+"""Bench the frozen stage: accuracy, wall time against its floor, peak memory, and the original way.
+
+    python bench/bench_base.py                      # bench configuration, image size 128
+    python bench/bench_base.py --image-size 160
+    python bench/bench_base.py --original           # also the original's way, end to end, 10 epochs
+
+The floor is one forward pass of the base over all 60,000 images, in a separate process of
+the same bench run. Results go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from common import DATA, RESULTS, WEIGHTS, contract_accuracy, python_json, run_child, save
+
+
+def forward_pass_seconds(image_size: int) -> float:
+    """Seconds for model.predict of resize + scale + frozen base over all 60,000 images."""
+    code = f"""
+import json, time
+import numpy as np
+from tinynet.data import load_dataset
+from tinynet.model import build_model, feature_extractor
+data = load_dataset({str(DATA)!r}, {image_size})
+images = np.concatenate([data.x_train, data.x_test])
+extractor = feature_extractor(build_model(10, {image_size}, 0.35, {str(WEIGHTS)!r}))
+extractor.predict(images[:256], batch_size=128, verbose=0)  # warm-up: build and trace
+start = time.perf_counter()
+extractor.predict(images, batch_size=128, verbose=0)
+print(json.dumps({{"seconds": time.perf_counter() - start}}))
+"""
+    return python_json(code)["seconds"]
+
+
+def run_stage(name: str, extra: list[str], out_dir: Path, image_size: int) -> dict:
+    output = out_dir / f"{name}.h5"
+    args = ["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", "0.35", "--weights", str(WEIGHTS),
+            "--image-size", str(image_size), "--output", str(output), *extra]
+    result = {"command": "python " + " ".join(args), **run_child(args, RESULTS / f"{name}.log")}
+    sidecar = json.loads(output.with_suffix(".json").read_text())
+    result.update(times=sidecar["times"], epochs=len(sidecar["history"]), metrics=sidecar["metrics"])
+    result["contract_test"] = contract_accuracy(output)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--original", action="store_true", help="also run --no-feature-cache --head original")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cached = run_stage(f"base_{args.image_size}", [], Path(tmp), args.image_size)
+        floor = forward_pass_seconds(args.image_size)
+        cached["floor_forward_pass_seconds"] = round(floor, 1)
+        cached["stage_over_floor"] = round(cached["times"]["total"] / floor, 2)
+        save(f"base_{args.image_size}", cached)
+        if args.original:
+            original = run_stage(f"original_{args.image_size}", ["--no-feature-cache", "--head", "original"],
+                                 Path(tmp), args.image_size)
+            ratio = original["times"]["total"] / cached["times"]["total"]
+            original["time_ratio_original_over_cached"] = round(ratio, 1)
+            save(f"original_{args.image_size}", original)
+
+
+if __name__ == "__main__":
+    main()

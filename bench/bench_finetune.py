@@ -1,0 +1,67 @@
+"""Bench the fine-tuning stage: accuracy curve over time, wall time, peak memory, pipeline cost.
+
+    python bench/bench_finetune.py                  # bench configuration; trains the base first if needed
+
+Models go to bench/results/models/ (not committed); numbers to bench/results/finetune.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from common import DATA, RESULTS, WEIGHTS, contract_accuracy, python_json, run_child, save
+
+MODELS = RESULTS / "models"
+
+
+def throughput(base: str, steps: int, batch_size: int, unfreeze: str) -> dict:
+    """Training images per second of the same fine-tuning step, fed by the augmenting tf.data
+    pipeline or by uint8 tensors already in memory with no augmentation, in one process."""
+    code = f"""
+import json, time, keras
+from lilTinyNet_finetuner import first_trainable_layer
+from tinynet.data import load_dataset
+from tinynet.model import compile_model, unfreeze
+from tinynet.training import augmented_batches, split_data
+data = load_dataset({str(DATA)!r}, 128)
+x, y = split_data(data, 0.1, 0)["train"]
+n = {steps} * {batch_size}
+model = keras.models.load_model({base!r})
+unfreeze(model, first_trainable_layer({unfreeze!r}))
+compile_model(model, 1e-5)
+def rate(fit):
+    fit(5)  # warm-up: trace and fill the pipeline
+    start = time.perf_counter(); fit({steps}); return n / (time.perf_counter() - start)
+batches = augmented_batches(x, y, {batch_size}, 0).repeat()
+pipeline = rate(lambda s: model.fit(batches, steps_per_epoch=s, epochs=1, verbose=0))
+memory = rate(lambda s: model.fit(x[:s * {batch_size}], y[:s * {batch_size}], batch_size={batch_size},
+                                  epochs=1, shuffle=False, verbose=0))
+print(json.dumps({{"pipeline_images_per_s": pipeline, "in_memory_images_per_s": memory,
+                  "ratio": pipeline / memory}}))
+"""
+    return python_json(code)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the fine-tuner")
+    args = parser.parse_args()
+    base, output = MODELS / "cifar10_lilTinyNet.h5", MODELS / "cifar10_finetuned_lilTinyNet.h5"
+    if not base.exists():
+        run_child(["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", "0.35", "--weights", str(WEIGHTS),
+                   "--output", str(base)], RESULTS / "finetune_base.log")
+    command = ["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(output), *args.extra]
+    result = {"command": "python " + " ".join(command), **run_child(command, RESULTS / "finetune.log")}
+    info = json.loads(output.with_suffix(".json").read_text())
+    result.update(times=info["times"], metrics=info["metrics"], base_metrics=info["base_metrics"],
+                  curve=[{k: row[k] for k in ("epoch", "seconds", "accuracy", "val_accuracy")}
+                         for row in info["history"]])
+    result["contract_test"] = contract_accuracy(output)
+    result["contract_test_base"] = contract_accuracy(base)
+    result["throughput"] = throughput(str(base), 60, info["settings"]["batch_size"], info["settings"]["unfreeze"])
+    save("finetune", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Shared bench helpers: run a script as a child process, time it, and read its peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TINYNET_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data" / "cifar10-jpg-q75.tar.gz"
+WEIGHTS = SHARED / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+RESULTS = ROOT / "bench" / "results"
+
+
+def run_child(args: list[str], log: Path) -> dict:
+    """Run `python args...` from the repo root; return wall seconds and the child's peak RSS in GiB."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"{' '.join(args)} failed with exit code {code}; see {log}")
+    # ru_maxrss of children is the largest peak of any child so far, in KiB on Linux:
+    # each bench step runs in its own bench process to keep the numbers apart.
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    return {"wall_seconds": round(seconds, 1), "peak_rss_gib": round(peak, 2)}
+
+
+def python_json(code: str) -> dict:
+    """Run a snippet in a fresh Python process and parse the JSON it prints last."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def contract_accuracy(model_path: Path, data: Path = DATA) -> dict:
+    """Test loss and accuracy the original way, in a fresh process with no custom objects:
+    load_model(path).evaluate(*preprocess_data(X, Y), batch_size=128)."""
+    code = f"""
+import json, keras
+from lilTinyNet import preprocess_data
+from tinynet.data import load_dataset
+data = load_dataset({str(data)!r}, 128)
+model = keras.models.load_model({str(model_path)!r})
+loss, accuracy = model.evaluate(*preprocess_data(data.x_test, data.y_test), batch_size=128, verbose=0)
+print(json.dumps({{"loss": loss, "accuracy": accuracy}}))
+"""
+    return python_json(code)
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return path

@@ -1,0 +1,132 @@
+"""lilTinyNet, stage 2: fine-tune the base model on augmented images with the top of MobileNetV2 unfrozen.
+
+    python lilTinyNet.py && python lilTinyNet_finetuner.py
+
+Reads cifar10_lilTinyNet.h5 and its sidecar (same data and validation split, no flags to repeat),
+unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalization frozen, and trains at a
+learning rate well below the head's, warmed up over the first epoch and decayed along a cosine.
+Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar. Measured results are in README.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
+
+# isort: split
+import keras
+
+from tinynet.data import load_dataset
+from tinynet.errors import UserError
+from tinynet.model import BLOCK_NAMES, compile_model, count_weights, unfreeze
+from tinynet.training import (
+    augmented_batches,
+    cosine_schedule,
+    evaluate_splits,
+    read_sidecar,
+    run_info,
+    save_model,
+    sidecar_path,
+    split_data,
+    state_dir,
+    timed,
+    training_callbacks,
+    write_sidecar,
+)
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = cli.make_parser(__doc__)
+    group = parser.add_argument_group("models")
+    group.add_argument("--base", default="cifar10_lilTinyNet.h5", help="the model lilTinyNet.py trained")
+    group.add_argument("--output", default="cifar10_finetuned_lilTinyNet.h5",
+                       help="the fine-tuned model; its .json sidecar goes beside it")
+    cli.add_data_args(parser, from_base=True)
+    group = parser.add_argument_group("fine-tuning")
+    group.add_argument("--unfreeze", default="block_3",
+                       help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
+                            "Conv_1 (the last conv only) or all")
+    group.add_argument("--epochs", type=cli.positive_int, default=20, help="at most; early stopping may end sooner")
+    group.add_argument("--batch-size", type=cli.positive_int, default=128)
+    group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,
+                       help="peak Adam rate, reached after one warm-up epoch (the head trained at 1e-3)")
+    group.add_argument("--log-dir", default=None, help="write TensorBoard logs and epochs.csv here")
+    return parser.parse_args(argv)
+
+
+def first_trainable_layer(choice: str) -> str:
+    """'all', 'block_13', '13' or 'Conv_1' to the MobileNetV2 layer where training starts."""
+    if choice == "all":
+        return "Conv1"
+    name = f"block_{choice}" if choice.isdigit() else choice
+    name = name if name in BLOCK_NAMES or name == "Conv1" else f"{name}_expand"
+    if name not in BLOCK_NAMES + ["Conv1"]:
+        raise UserError(f"--unfreeze {choice}: expected all, Conv_1, or a block from block_1 to block_16")
+    return name
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    base_info = read_sidecar(args.base)
+    for flag in ("data_dir", "val_split", "seed"):  # unset flags follow the base run
+        if getattr(args, flag) is None:
+            setattr(args, flag, base_info.get("settings", {}).get(flag, {"val_split": 0.1, "seed": 0}.get(flag)))
+    from_layer = first_trainable_layer(args.unfreeze)
+    keras.utils.set_random_seed(args.seed)
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+
+    # The base model, as lilTinyNet.py saved it.
+    try:
+        model = keras.models.load_model(args.base)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load the base model {args.base} ({error}); make it with: python lilTinyNet.py") \
+            from None
+
+    # Data: the same source and the same validation split as the base run.
+    with timed(times, "load_data"):
+        image_size = base_info.get("settings", {}).get("image_size", 128)
+        data = load_dataset(args.data_dir, image_size)
+    splits = split_data(data, args.val_split, args.seed)
+    images = {split: x for split, (x, _) in splits.items()}
+    labels = {split: y for split, (_, y) in splits.items()}
+    print(f"data: {len(images['train'])} train (augmented), {len(images['val'])} validation, "
+          f"{len(images['test'])} test images from {data.source}")
+
+    # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
+    unfrozen = unfreeze(model, from_layer)
+    trainable, frozen = count_weights(model)
+    print(f"unfrozen from {from_layer}: {len(unfrozen)} layers, {trainable:,} trainable, {frozen:,} frozen parameters")
+
+    # Fine-tune on augmented batches, at a low peak rate reached after a one-epoch warm-up.
+    steps_per_epoch = math.ceil(len(images["train"]) / args.batch_size)
+    compile_model(model, cosine_schedule(args.learning_rate, args.epochs * steps_per_epoch, steps_per_epoch))
+    batches = augmented_batches(images["train"], labels["train"], args.batch_size, args.seed)
+    with timed(times, "train"):
+        history = model.fit(batches, epochs=args.epochs, validation_data=(images["val"], labels["val"]), shuffle=False,
+                            callbacks=training_callbacks(state_dir(args.output), args.log_dir))
+
+    # Evaluate the best weights, on un-augmented validation and test images.
+    with timed(times, "evaluate"):
+        metrics = evaluate_splits(model, images, labels, args.batch_size)
+
+    # Save, compiled for evaluate(), with the sidecar.
+    compile_model(model, args.learning_rate)
+    with timed(times, "save"):
+        save_model(model, args.output)
+    times["total"] = round(time.perf_counter() - started, 2)
+    info = run_info("finetune", args, data, splits, history, metrics, times, base=str(args.base),
+                    base_metrics=base_info.get("metrics"), unfrozen_layers=unfrozen)
+    write_sidecar(args.output, info)
+
+    base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
+    print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
+          f"after {len(history.epoch)} epochs in {times['total']:.0f} s")
+    print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
+    return info
+
+
+if __name__ == "__main__":
+    cli.run(main)

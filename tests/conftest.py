@@ -1,0 +1,99 @@
+"""Fixtures: tiny datasets in every supported layout, the shared data and weights, script runners."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TINYNET_SHARED", ROOT.parent / "shared"))
+SHARED_DATA = SHARED / "data" / "cifar10-jpg-q75.tar.gz"
+SHARED_WEIGHTS = SHARED / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+CLASSES = ["cat", "dog", "frog"]
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def class_images(label: int, count: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Images whose class is visible in their colour, so a head can learn them quickly."""
+    rng = np.random.default_rng(seed + label)
+    images = rng.integers(0, 60, (count, size, size, 3))
+    images[..., label % 3] += 150
+    return images.astype(np.uint8)
+
+
+def write_image_tree(root: Path, per_class: dict[str, int], classes: list[str] = CLASSES) -> Path:
+    """root/train/<class>/*.png and root/test/<class>/*.png with class-coloured images."""
+    for split, count in per_class.items():
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(class_images(label, count, seed=10 * (split == "test"))):
+                (folder / f"{i:04d}.png").write_bytes(png_bytes(image))
+    return root
+
+
+def write_tarball(source: Path, target: Path, arcname: str = "") -> Path:
+    with tarfile.open(target, "w:gz") as archive:
+        archive.add(source, arcname=arcname or ".")
+    return target
+
+
+def write_cifar_batches(folder: Path, per_batch: int = 20) -> tuple[Path, np.ndarray]:
+    """The official cifar-10-batches-py layout, tiny: five training batches and a test batch."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        (folder / name).write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
+        rows.append(data)
+    names = [n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer",
+                                  "dog", "frog", "horse", "ship", "truck"]]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    return folder, rows[0]
+
+
+@pytest.fixture(scope="session")
+def shared_slice(tmp_path_factory) -> Path:
+    """A small slice of the shared CIFAR-10 JPEG copy: 100 train and 20 test images per class."""
+    if not SHARED_DATA.exists():
+        pytest.fail(f"the shared data is missing: {SHARED_DATA} (set TINYNET_SHARED)")
+    target = tmp_path_factory.mktemp("slice") / "cifar10-slice.tar.gz"
+    limits, counts = {"train": 100, "test": 20}, Counter()
+    with tarfile.open(SHARED_DATA) as source, tarfile.open(target, "w:gz") as out:
+        for member in source:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 3 and counts[parts[0], parts[1]] < limits[parts[0]]:
+                counts[parts[0], parts[1]] += 1
+                out.addfile(member, source.extractfile(member))
+    return target
+
+
+@pytest.fixture(scope="session")
+def weights() -> str:
+    if not SHARED_WEIGHTS.exists():
+        pytest.fail(f"the shared weights are missing: {SHARED_WEIGHTS} (set TINYNET_SHARED)")
+    return str(SHARED_WEIGHTS)
+
+
+def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python args...` in a fresh process from the repo root."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,79 @@
+"""lilTinyNet.py end to end, as a user runs it, on a slice of the shared data and weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_script, write_image_tree
+
+SIDECAR_KEYS = {"stage", "settings", "class_names", "data", "history", "metrics", "times", "versions"}
+
+
+@pytest.fixture(scope="module")
+def base_run(shared_slice, weights, tmp_path_factory):
+    output = tmp_path_factory.mktemp("base") / "cifar10_lilTinyNet.h5"
+    result = run_script("lilTinyNet.py", "--data-dir", str(shared_slice), "--alpha", "0.35", "--weights", weights,
+                        "--image-size", "64", "--epochs", "4", "--output", str(output),
+                        "--log-dir", str(output.parent / "logs"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result
+
+
+def test_writes_the_model_the_sidecar_and_a_summary(base_run):
+    output, result = base_run
+    info = json.loads(output.with_suffix(".json").read_text())
+    assert SIDECAR_KEYS <= set(info)
+    assert info["class_names"][:2] == ["airplane", "automobile"] and len(info["class_names"]) == 10
+    assert info["data"] == {"source": info["data"]["source"], "train": 900, "val": 100, "test": 200}
+    assert 1 <= len(info["history"]) <= 4 and {"loss", "val_accuracy", "learning_rate"} <= set(info["history"][0])
+    assert {"features", "train", "save", "total"} <= set(info["times"])
+    assert info["metrics"]["test"]["accuracy"] > 0.3, "pretrained features must beat chance (0.1) clearly"
+    assert "test accuracy" in result.stdout and str(output) in result.stdout
+    assert (output.parent / "logs" / "epochs.csv").exists()
+    assert not output.with_suffix(".state").exists(), "checkpoints of a finished run are cleaned up"
+
+
+def test_the_original_harness_reports_the_sidecar_accuracy(base_run, shared_slice):
+    output, _ = base_run
+    code = f"""
+import json, keras
+from lilTinyNet import preprocess_data
+from tinynet.data import load_dataset
+data = load_dataset({str(shared_slice)!r}, 64)
+model = keras.models.load_model({str(output)!r})
+loss, accuracy = model.evaluate(*preprocess_data(data.x_test, data.y_test), verbose=0)
+print(json.dumps([loss, accuracy]))
+"""
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loss, accuracy = json.loads(result.stdout.strip().splitlines()[-1])
+    test = json.loads(output.with_suffix(".json").read_text())["metrics"]["test"]
+    assert accuracy == pytest.approx(test["accuracy"], abs=1e-6)
+    assert loss == pytest.approx(test["loss"], rel=1e-4)
+
+
+def test_end_to_end_path_trains_the_same_kind_of_model(tmp_path, weights):
+    tree = write_image_tree(tmp_path / "tree", {"train": 20, "test": 5})
+    output = tmp_path / "e2e.h5"
+    result = run_script("lilTinyNet.py", "--data-dir", str(tree), "--alpha", "0.35", "--weights", weights,
+                        "--image-size", "32", "--epochs", "2", "--head", "gap", "--no-feature-cache",
+                        "--output", str(output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(output.with_suffix(".json").read_text())
+    assert info["settings"]["feature_cache"] is False and "features" not in info["times"]
+    assert info["class_names"] == ["cat", "dog", "frog"]
+
+
+def test_help_lists_the_flags():
+    result = run_script("lilTinyNet.py", "--help")
+    assert result.returncode == 0
+    for flag in ("--data-dir", "--alpha", "--weights", "--image-size", "--epochs", "--batch-size", "--val-split",
+                 "--seed", "--head", "--output", "--no-feature-cache", "--log-dir"):
+        assert flag in result.stdout
+
+
+def test_a_missing_data_dir_is_one_line_and_exit_2(tmp_path):
+    result = run_script("lilTinyNet.py", "--data-dir", str(tmp_path / "nowhere"), "--weights", "none")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr

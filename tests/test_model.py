@@ -1,0 +1,87 @@
+"""The model: raw uint8 in, frozen base, cached features equal to the end-to-end path, clean .h5 round trip."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import class_images, run_script
+
+from lilTinyNet import preprocess_data
+from tinynet.model import build_model, compile_model, feature_extractor
+from tinynet.training import extract_features, save_model, write_sidecar
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+    keras.utils.set_random_seed(0)
+    return build_model(3, image_size=64, alpha=0.35, weights=weights, head="pooled")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.concatenate([class_images(k, 8) for k in range(3)])
+
+
+def test_only_the_classifier_trains(model):
+    trainable_owners = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert trainable_owners == {"classifier"}
+    assert model.get_layer("mobilenetv2").trainable is False
+    assert model.input.dtype == "uint8"
+
+
+def test_cached_features_and_end_to_end_give_the_same_predictions(model, images):
+    classifier = model.get_layer("classifier")
+    classifier.set_weights([np.random.default_rng(1).normal(0, 0.05, w.shape) for w in classifier.get_weights()])
+    features = extract_features(feature_extractor(model), images, batch_size=10)
+    from_features = classifier.predict(features, verbose=0)
+    from_images = model.predict(images, batch_size=7, verbose=0)
+    assert from_images.std(0).max() > 1e-3, "predictions must depend on the image for this test to mean anything"
+    np.testing.assert_allclose(from_images, from_features, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["gap", "original"])
+def test_every_head_has_a_cacheable_front(head, weights, images):
+    model = build_model(3, image_size=64, alpha=0.35, weights=weights, head=head)
+    features = feature_extractor(model).predict(images[:4], verbose=0)
+    np.testing.assert_allclose(model.get_layer("classifier").predict(features, verbose=0),
+                               model.predict(images[:4], verbose=0), atol=1e-5)
+
+
+def test_preprocess_data_keeps_the_original_contract():
+    x = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3)).astype(np.uint8)
+    for y in (np.array([0, 3, 9, 1, 2]), np.array([[0], [3], [9], [1], [2]])):
+        x_p, y_p = preprocess_data(x, y)
+        assert x_p.dtype == np.uint8 and x_p.shape == (5, 32, 32, 3)
+        np.testing.assert_array_equal(y_p.argmax(1), y.ravel())
+        assert y_p.shape == (5, 10) and y_p.sum() == 5
+
+
+def test_saved_model_reloads_in_a_fresh_process_compiled_and_identical(model, images, tmp_path):
+    compile_model(model, 1e-3)
+    path = tmp_path / "model.h5"
+    save_model(model, path)
+    write_sidecar(path, {"stage": "test"})
+    assert json.loads(path.with_suffix(".json").read_text()) == {"stage": "test"}
+    assert not list(tmp_path.glob(".*partial*")), "no temporary file may stay behind"
+    np.save(tmp_path / "x.npy", images)
+    np.save(tmp_path / "y.npy", np.repeat(np.arange(3), 8))
+    expected = model.predict(images, verbose=0)
+    code = f"""
+import json, keras, numpy as np
+from lilTinyNet import preprocess_data
+model = keras.models.load_model({str(path)!r})
+x, y = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'y.npy')!r})
+loss, accuracy = model.evaluate(*preprocess_data(x, y, 3), verbose=0)
+np.save({str(tmp_path / 'p.npy')!r}, model.predict(x, verbose=0))
+print(json.dumps({{"compiled": model.compiled, "loss": loss, "accuracy": accuracy}}))
+"""
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reloaded["compiled"] is True
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-6)
+    loss, accuracy = model.evaluate(*preprocess_data(images, np.repeat(np.arange(3), 8), 3), verbose=0)
+    assert reloaded["accuracy"] == pytest.approx(accuracy) and reloaded["loss"] == pytest.approx(loss, rel=1e-5)
