@@ -20,7 +20,7 @@ import keras
 
 from tinynet.data import load_dataset
 from tinynet.errors import UserError
-from tinynet.model import BLOCK_NAMES, compile_model, count_weights, unfreeze
+from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
 from tinynet.training import (
     augmented_batches,
     cosine_schedule,
@@ -78,17 +78,12 @@ def main(argv: list[str] | None = None) -> dict:
     times: dict[str, float] = {}
     started = time.perf_counter()
 
-    # The base model, as lilTinyNet.py saved it.
-    try:
-        model = keras.models.load_model(args.base)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load the base model {args.base} ({error}); make it with: python lilTinyNet.py") \
-            from None
-
-    # Data: the same source and the same validation split as the base run.
+    # The base model as lilTinyNet.py saved it, and the same data and validation split.
+    model = load_saved_model(args.base)
     with timed(times, "load_data"):
         image_size = base_info.get("settings", {}).get("image_size", 128)
         data = load_dataset(args.data_dir, image_size)
+    check_num_classes(model, data.num_classes, args.base)
     splits = split_data(data, args.val_split, args.seed)
     images = {split: x for split, (x, _) in splits.items()}
     labels = {split: y for split, (_, y) in splits.items()}

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import keras
 from keras import layers
+
+from tinynet.errors import UserError
 
 BASE_NAME = "mobilenetv2"
 # MobileNetV2 blocks by name: unfreezing cuts here, never at a bare layer index.
@@ -123,3 +126,24 @@ def count_weights(model: keras.Model) -> tuple[int, int]:
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     frozen = sum(math.prod(w.shape) for w in model.non_trainable_weights)
     return trainable, frozen
+
+
+def load_saved_model(path: str | Path) -> keras.Model:
+    """Load a model the training scripts saved, or say in one line what is wrong and how to make it."""
+    path = Path(path)
+    make = "python lilTinyNet_finetuner.py" if "finetuned" in path.name else "python lilTinyNet.py"
+    if not path.is_file():
+        raise UserError(f"model {path} not found; make it with: {make}")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # h5py, Keras and pickle each raise their own kinds for a foreign file
+        raise UserError(f"{path} is not a readable Keras model ({type(error).__name__}: {error}); "
+                        f"make it again with: {make}") from None
+    return model
+
+
+def check_num_classes(model: keras.Model, num_classes: int, path: str | Path) -> None:
+    """A model trained for other classes cannot be evaluated or fine-tuned on this data."""
+    if model.output_shape[-1] != num_classes:
+        raise UserError(f"{path} predicts {model.output_shape[-1]} classes but the data has {num_classes}; "
+                        "use the --data-dir it was trained on")
