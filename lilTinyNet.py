@@ -28,13 +28,13 @@ from tinynet.training import (
     evaluate_splits,
     extract_features,
     one_hot,
+    report_divergence,
     run_info,
     save_model,
     sidecar_path,
     split_data,
-    state_dir,
     timed,
-    training_callbacks,
+    train,
     write_sidecar,
 )
 
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None):
     group = parser.add_argument_group("output")
     group.add_argument("--output", default="cifar10_lilTinyNet.h5",
                        help="the trained model; its .json sidecar goes beside it")
-    group.add_argument("--log-dir", default=None, help="write TensorBoard logs and epochs.csv here")
+    cli.add_run_args(group)
     return parser.parse_args(argv)
 
 
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     chance = math.log(data.num_classes)
     print(f"initial validation loss {first_loss:.3f} (chance: ln({data.num_classes}) = {chance:.3f})")
     with timed(times, "train"):
-        history = net.fit(inputs["train"], labels["train"], batch_size=args.batch_size, epochs=args.epochs,
-                          validation_data=(inputs["val"], labels["val"]),
-                          callbacks=training_callbacks(state_dir(args.output), args.log_dir))
+        run = train(net, inputs, labels, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                    output=args.output, resume=args.resume, log_dir=args.log_dir)
+    report_divergence(run)
 
     # Evaluate the best weights on validation, and once on test.
     with timed(times, "evaluate"):
@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)
-    info = run_info("base", args, data, splits, history, metrics, times)
+    info = run_info("base", args, data, splits, run.rows, metrics, times, best_epoch=run.best_epoch)
     write_sidecar(args.output, info)
 
     print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
-          f"after {len(history.epoch)} epochs in {times['total']:.0f} s")
+          f"after {len(run.rows)} epochs (best: {run.best_epoch}) in {times['total']:.0f} s")
     print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
     return info
 

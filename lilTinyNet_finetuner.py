@@ -22,17 +22,16 @@ from tinynet.data import load_dataset
 from tinynet.errors import UserError
 from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
 from tinynet.training import (
-    augmented_batches,
     cosine_schedule,
     evaluate_splits,
     read_sidecar,
+    report_divergence,
     run_info,
     save_model,
     sidecar_path,
     split_data,
-    state_dir,
     timed,
-    training_callbacks,
+    train,
     write_sidecar,
 )
 
@@ -52,7 +51,7 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--batch-size", type=cli.positive_int, default=128)
     group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,
                        help="peak Adam rate, reached after one warm-up epoch (the head trained at 1e-3)")
-    group.add_argument("--log-dir", default=None, help="write TensorBoard logs and epochs.csv here")
+    cli.add_run_args(group)
     return parser.parse_args(argv)
 
 
@@ -98,10 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
     # Fine-tune on augmented batches, at a low peak rate reached after a one-epoch warm-up.
     steps_per_epoch = math.ceil(len(images["train"]) / args.batch_size)
     compile_model(model, cosine_schedule(args.learning_rate, args.epochs * steps_per_epoch, steps_per_epoch))
-    batches = augmented_batches(images["train"], labels["train"], args.batch_size, args.seed)
     with timed(times, "train"):
-        history = model.fit(batches, epochs=args.epochs, validation_data=(images["val"], labels["val"]), shuffle=False,
-                            callbacks=training_callbacks(state_dir(args.output), args.log_dir))
+        run = train(model, images, labels, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                    output=args.output, resume=args.resume, log_dir=args.log_dir, augment=True)
+    report_divergence(run)
 
     # Evaluate the best weights, on un-augmented validation and test images.
     with timed(times, "evaluate"):
@@ -112,13 +111,14 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)
-    info = run_info("finetune", args, data, splits, history, metrics, times, base=str(args.base),
+    info = run_info("finetune", args, data, splits, run.rows, metrics, times, best_epoch=run.best_epoch,
+                    base=str(args.base),
                     base_metrics=base_info.get("metrics"), unfrozen_layers=unfrozen)
     write_sidecar(args.output, info)
 
     base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
     print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
-          f"after {len(history.epoch)} epochs in {times['total']:.0f} s")
+          f"after {len(run.rows)} epochs (best: {run.best_epoch}) in {times['total']:.0f} s")
     print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
     return info
 

@@ -23,7 +23,7 @@ import json, time, keras
 from lilTinyNet_finetuner import first_trainable_layer
 from tinynet.data import load_dataset
 from tinynet.model import compile_model, unfreeze
-from tinynet.training import augmented_batches, split_data
+from tinynet.training import epoch_batches, split_data
 data = load_dataset({str(DATA)!r}, 128)
 x, y = split_data(data, 0.1, 0)["train"]
 n = {steps} * {batch_size}
@@ -33,7 +33,7 @@ compile_model(model, 1e-5)
 def rate(fit):
     fit(5)  # warm-up: trace and fill the pipeline
     start = time.perf_counter(); fit({steps}); return n / (time.perf_counter() - start)
-batches = augmented_batches(x, y, {batch_size}, 0).repeat()
+batches = epoch_batches(x, y, {batch_size}, 0, 0, 1000, augment=True)
 pipeline = rate(lambda s: model.fit(batches, steps_per_epoch=s, epochs=1, verbose=0))
 memory = rate(lambda s: model.fit(x[:s * {batch_size}], y[:s * {batch_size}], batch_size={batch_size},
                                   epochs=1, shuffle=False, verbose=0))

@@ -53,6 +53,12 @@ def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> N
                        help="seeds the validation split, the weight initialisation and the shuffling" + inherited)
 
 
+def add_run_args(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from its last completed epoch (same flags)")
+    group.add_argument("--log-dir", default=None, help="write TensorBoard logs and epochs.csv here")
+
+
 def run(main: Callable[[], object]) -> None:
     """Run a script's main(): a UserError or Ctrl-C becomes one line on stderr, not a traceback."""
     try:
@@ -61,5 +67,6 @@ def run(main: Callable[[], object]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted: completed epochs are saved; run the same command with --resume to continue",
+              file=sys.stderr)
         sys.exit(130)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tinynet.data import Dataset, split_validation
+from tinynet.errors import UserError
 
 PATIENCE = 3  # epochs without a better validation accuracy before early stopping
 
@@ -34,23 +36,33 @@ def split_data(data: Dataset, val_split: float, seed: int) -> dict[str, tuple[np
     return {name: (x, one_hot(y, data.num_classes)) for name, (x, y) in splits.items()}
 
 
-def augmented_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled training batches, each image randomly flipped and shifted by up to 1/8 of its size
-    (a random crop of the zero-padded image). Images stay uint8: the model resizes and scales them."""
-    height, width = images.shape[1:3]
-    pad_h, pad_w = height // 8, width // 8
+def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
+                  augment: bool = False) -> tf.data.Dataset:
+    """Training batches for epochs first_epoch .. epochs-1, in one stream.
 
-    def augment(image, label):
-        image = tf.image.random_flip_left_right(image)
+    Epoch e's order, and each image's augmentation, depend only on (seed, e): a resumed run sees
+    exactly the batches an uninterrupted one would. Augmentation flips and shifts each image by up
+    to 1/8 of its size (a random crop of the zero-padded image); images stay uint8 throughout.
+    """
+    x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+
+    def augmented(index, epoch_seed):
+        height, width = x.shape[1:3]
+        pad_h, pad_w = height // 8, width // 8
+        flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed + [0, index], 2))
+        image = tf.image.stateless_random_flip_left_right(tf.gather(x, index), flip_seed)
         image = tf.image.pad_to_bounding_box(image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
-        image = tf.image.random_crop(image, (height, width, 3))
-        return image, label
+        return tf.image.stateless_random_crop(image, (height, width, 3), crop_seed), tf.gather(y, index)
 
-    return (tf.data.Dataset.from_tensor_slices((images, labels))
-            .shuffle(len(images), seed=seed)
-            .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
+    def one_epoch(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * len(x)])
+        order = tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), epoch_seed))
+        if augment:
+            return order.map(lambda i: augmented(i, epoch_seed), num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        return order.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
 def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> keras.optimizers.schedules.CosineDecay:
@@ -69,7 +81,7 @@ def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: d
         for split in ("val", "test")}
 
 
-def run_info(stage: str, args, data: Dataset, splits: dict, history: keras.callbacks.History,
+def run_info(stage: str, args, data: Dataset, splits: dict, history: list[dict[str, float]],
              metrics: dict, times: dict, **extra) -> dict:
     """What the sidecar records: settings, classes, data, per-epoch history, metrics and times."""
     return {
@@ -78,7 +90,7 @@ def run_info(stage: str, args, data: Dataset, splits: dict, history: keras.callb
         "class_names": data.class_names,
         "data": {"source": data.source, **{split: len(x) for split, (x, _) in splits.items()}},
         **extra,
-        "history": history_rows(history),
+        "history": history,
         "metrics": metrics,
         "times": times,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
@@ -97,43 +109,113 @@ def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int
     return features
 
 
-class EpochClock(keras.callbacks.Callback):
-    """Adds the learning rate and the wall time since training began to each epoch's logs."""
+class RunCheckpoint(keras.callbacks.Callback):
+    """Early stopping with the best weights kept, made resumable.
 
-    def __init__(self, offset_seconds: float = 0.0):
+    At the end of every epoch it writes, into the run's state folder, every variable of the model
+    and its optimizer (Dropout's random state and Adam's moments included), the epoch history and
+    the early-stopping bookkeeping; `restore()` picks a run up from there. A NaN or infinite loss
+    stops training at once. At the end the best epoch's weights are put back into the model.
+    """
+
+    def __init__(self, folder: Path, patience: int = PATIENCE):
         super().__init__()
-        self.offset_seconds = offset_seconds
+        self.folder, self.patience = folder, patience
+        self.rows: list[dict[str, float]] = []
+        self.best_accuracy, self.best_epoch, self.diverged = -1.0, 0, False
+        self.best_weights: list[np.ndarray] | None = None
+
+    def restore(self) -> int:
+        """Load the saved state into the model; return the first epoch still to run (0: none saved)."""
+        if not (self.folder / "state.json").exists():
+            return 0
+        state = json.loads((self.folder / "state.json").read_text())
+        self.rows, self.best_accuracy, self.best_epoch = state["rows"], state["best_accuracy"], state["best_epoch"]
+        self.model.optimizer.build(self.model.trainable_variables)
+        with np.load(self.folder / "last.npz") as last:
+            for variable, value in zip(self._variables(), last.values(), strict=True):
+                variable.assign(value)
+        with np.load(self.folder / "best.npz") as best:
+            self.best_weights = list(best.values())
+        return len(self.rows)
+
+    def _variables(self) -> list:
+        return list(self.model.variables) + list(self.model.optimizer.variables)
 
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.start = time.perf_counter() - (self.rows[-1]["seconds"] if self.rows else 0.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not np.isfinite(logs.get("loss", 0.0)):
+            self.diverged = self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        logs["seconds"] = self.offset_seconds + time.perf_counter() - self.start
+        if self.diverged:
+            return
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+                          "learning_rate": learning_rate, "seconds": round(time.perf_counter() - self.start, 2)})
+        if logs["val_accuracy"] > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
+            self.best_weights = self.model.get_weights()
+            save_arrays(self.folder / "best.npz", self.best_weights)
+        save_arrays(self.folder / "last.npz", [keras.ops.convert_to_numpy(v) for v in self._variables()])
+        write_json(self.folder / "state.json", {"rows": self.rows, "best_accuracy": self.best_accuracy,
+                                                 "best_epoch": self.best_epoch})
+        if epoch + 1 - self.best_epoch >= self.patience:
+            print(f"early stopping: no better validation accuracy for {self.patience} epochs")
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
-def training_callbacks(state_dir: Path, log_dir: str | None) -> list[keras.callbacks.Callback]:
-    """Early stopping with the best weights restored, a checkpoint of the best weights,
-    and optionally TensorBoard logs and a per-epoch CSV."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        EpochClock(),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=PATIENCE, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(state_dir / "best.weights.h5"), monitor="val_accuracy",
-                                        save_best_only=True, save_weights_only=True),
-    ]
+def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, epochs: int,
+          batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None,
+          augment: bool = False) -> RunCheckpoint:
+    """Fit `net` on the training split, validating each epoch; resumable from the output's state folder.
+
+    Returns the checkpoint callback: its rows are the per-epoch history (across a resume too),
+    best_epoch says which weights the model now holds, and diverged whether the loss blew up."""
+    checkpoint = RunCheckpoint(state_dir(output))
+    checkpoint.set_model(net)
+    if not resume:
+        shutil.rmtree(checkpoint.folder, ignore_errors=True)
+    first_epoch = checkpoint.restore()
+    if resume:
+        print(f"resuming after epoch {first_epoch}" if first_epoch else "nothing to resume: starting afresh")
+    callbacks: list[keras.callbacks.Callback] = [checkpoint]
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        callbacks += [keras.callbacks.CSVLogger(str(Path(log_dir) / "epochs.csv")),
+        callbacks += [keras.callbacks.CSVLogger(str(Path(log_dir) / "epochs.csv"), append=first_epoch > 0),
                       keras.callbacks.TensorBoard(log_dir)]
-    return callbacks
+    stopped_early = first_epoch and first_epoch - checkpoint.best_epoch >= checkpoint.patience
+    if first_epoch < epochs and not stopped_early:
+        net.fit(epoch_batches(inputs["train"], labels["train"], batch_size, seed, first_epoch, epochs, augment),
+                epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=math.ceil(len(inputs["train"]) / batch_size),
+                validation_data=(inputs["val"], labels["val"]), callbacks=callbacks)
+    else:
+        checkpoint.on_train_end()
+    return checkpoint
 
 
-def history_rows(history: keras.callbacks.History) -> list[dict[str, float]]:
-    """Keras's columns of per-epoch values as one row per epoch."""
-    columns = history.history
-    return [{"epoch": epoch + 1, **{key: float(values[i]) for key, values in columns.items()}}
-            for i, epoch in enumerate(history.epoch)]
+def report_divergence(run: RunCheckpoint) -> None:
+    """Say so when the loss blew up; with no finished epoch there is nothing worth saving."""
+    if not run.diverged:
+        return
+    if run.best_weights is None:
+        raise UserError("the loss became NaN or infinite in the first epoch; try a lower --learning-rate")
+    print(f"warning: the loss became NaN or infinite in epoch {len(run.rows) + 1}: training stopped, "
+          f"keeping the best epoch so far ({run.best_epoch})")
+
+
+def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    """np.savez, atomically: a kill mid-write leaves the previous file whole."""
+    partial = path.with_name(f".{path.stem}.partial.npz")
+    np.savez(partial, *arrays)
+    os.replace(partial, path)
 
 
 @contextmanager
