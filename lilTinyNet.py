@@ -22,8 +22,9 @@ import keras
 import numpy as np
 
 from tinynet.data import load_dataset
-from tinynet.model import HEADS, build_model, compile_model, count_weights, feature_extractor
+from tinynet.model import HEADS, build_model, check_base_settings, compile_model, count_weights, feature_extractor
 from tinynet.training import (
+    check_free_space,
     cosine_schedule,
     evaluate_splits,
     extract_features,
@@ -32,6 +33,7 @@ from tinynet.training import (
     run_info,
     save_model,
     sidecar_path,
+    space_needed,
     split_data,
     timed,
     train,
@@ -75,6 +77,9 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    weights = None if args.weights == "none" else args.weights
+    check_base_settings(args.alpha, weights, args.image_size)
+    cli.check_output(args.output)
     keras.utils.set_random_seed(args.seed)
     times: dict[str, float] = {}
     started = time.perf_counter()
@@ -90,8 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"images of {data.x_train.shape[1:]}, {data.num_classes} classes, from {data.source}")
 
     # Model: resize and scale inside, the frozen MobileNetV2, then the head.
-    weights = None if args.weights == "none" else args.weights
     model = build_model(data.num_classes, args.image_size, args.alpha, weights, args.head)
+    check_free_space(args.output, space_needed(model))
     trainable, frozen = count_weights(model)
     print(f"model: {model.name}, {trainable:,} trainable and {frozen:,} frozen parameters")
 

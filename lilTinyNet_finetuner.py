@@ -22,6 +22,7 @@ from tinynet.data import load_dataset
 from tinynet.errors import UserError
 from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
 from tinynet.training import (
+    check_free_space,
     cosine_schedule,
     evaluate_splits,
     read_sidecar,
@@ -29,6 +30,7 @@ from tinynet.training import (
     run_info,
     save_model,
     sidecar_path,
+    space_needed,
     split_data,
     timed,
     train,
@@ -69,10 +71,11 @@ def first_trainable_layer(choice: str) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     base_info = read_sidecar(args.base)
-    for flag in ("data_dir", "val_split", "seed"):  # unset flags follow the base run
+    for flag, default in {"data_dir": None, "val_split": 0.1, "seed": 0}.items():  # unset: as the base run
         if getattr(args, flag) is None:
-            setattr(args, flag, base_info.get("settings", {}).get(flag, {"val_split": 0.1, "seed": 0}.get(flag)))
+            setattr(args, flag, base_info.get("settings", {}).get(flag, default))
     from_layer = first_trainable_layer(args.unfreeze)
+    cli.check_output(args.output)
     keras.utils.set_random_seed(args.seed)
     times: dict[str, float] = {}
     started = time.perf_counter()
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         image_size = base_info.get("settings", {}).get("image_size", 128)
         data = load_dataset(args.data_dir, image_size)
     check_num_classes(model, data.num_classes, args.base)
+    check_free_space(args.output, space_needed(model))
     splits = split_data(data, args.val_split, args.seed)
     images = {split: x for split, (x, _) in splits.items()}
     labels = {split: y for split, (_, y) in splits.items()}

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from tinynet.errors import UserError
 
 
 def make_parser(doc: str) -> argparse.ArgumentParser:
     """A parser whose --help shows the script's docstring and every default."""
-    return argparse.ArgumentParser(description=doc, formatter_class=Formatter)
+    return Parser(description=doc, formatter_class=Formatter)
+
+
+class Parser(argparse.ArgumentParser):
+    """A bad flag is one line and exit status 2, like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -37,6 +46,19 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
+
+
+def check_output(path: str) -> None:
+    """Refuse, before any work, an output the run could not write at the end."""
+    output = Path(path)
+    if output.suffix != ".h5":
+        raise UserError(f"--output {path}: the model is saved as .h5; end the name with .h5")
+    if not output.parent.resolve().is_dir():
+        raise UserError(f"--output {path}: folder {output.parent} does not exist; create it first")
+    try:  # ask the file system itself: permission bits say nothing for root or read-only mounts
+        tempfile.TemporaryFile(dir=output.parent.resolve()).close()
+    except OSError:
+        raise UserError(f"--output {path}: folder {output.parent} is not writable; choose another") from None
 
 
 def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> None:

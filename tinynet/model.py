@@ -9,6 +9,7 @@ for an image never changes: the training scripts compute it once and train only 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from keras import layers
 from tinynet.errors import UserError
 
 BASE_NAME = "mobilenetv2"
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # the widths Keras has ImageNet weights for
+MIN_IMAGE_SIZE = 32  # MobileNetV2 halves the image five times
 # MobileNetV2 blocks by name: unfreezing cuts here, never at a bare layer index.
 BLOCK_NAMES = [f"block_{i}_expand" for i in range(1, 17)] + ["Conv_1"]
 HEADS = ("pooled", "gap", "original")
@@ -29,13 +32,41 @@ def build_base(alpha: float, weights: str | None) -> keras.Model:
     input_shape=None makes Keras load the weights trained at 224, whatever size we resize to:
     the same file online and offline, so a result measured here is the result users get.
     """
+    check_base_settings(alpha, weights)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*`input_shape` is undefined")
-        base = keras.applications.MobileNetV2(
-            input_shape=None, alpha=alpha, include_top=False, weights=weights, name=BASE_NAME
-        )
+        try:
+            base = keras.applications.MobileNetV2(
+                input_shape=None, alpha=alpha, include_top=False, weights=weights, name=BASE_NAME
+            )
+        except (ValueError, OSError) as error:  # a weights file for another network or width
+            raise UserError(f"--weights {weights} does not fit MobileNetV2 alpha {alpha} ({error})") from None
+        except Exception as error:  # Keras raises a bare Exception when the download fails
+            raise UserError(f"could not download the ImageNet weights ({error}); offline, place "
+                            f"{imagenet_file(alpha)} in {keras_cache()}/models/ or pass --weights PATH") from None
     base.trainable = False
     return base
+
+
+def imagenet_file(alpha: float) -> str:
+    """The file name keras.applications downloads and caches for the 224 weights without the top."""
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
+
+
+def keras_cache() -> str:
+    return os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+
+
+def check_base_settings(alpha: float, weights: str | None, image_size: int = MIN_IMAGE_SIZE) -> None:
+    """Flags MobileNetV2 cannot honour, refused before anything is built."""
+    if not alpha > 0:
+        raise UserError(f"--alpha {alpha}: the width multiplier must be positive")
+    if weights == "imagenet" and alpha not in IMAGENET_ALPHAS:
+        raise UserError(f"--alpha {alpha}: ImageNet weights exist only for alpha in {IMAGENET_ALPHAS}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise UserError(f"--image-size {image_size}: MobileNetV2 needs at least {MIN_IMAGE_SIZE} pixels")
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise UserError(f"--weights {weights}: no such file; pass 'imagenet', 'none' or a weights file")
 
 
 def head_layers(head: str, num_classes: int) -> tuple[list[keras.Layer], list[keras.Layer]]:

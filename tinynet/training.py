@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -237,15 +238,34 @@ def state_dir(model_path: str | Path) -> Path:
 
 
 def save_model(model: keras.Model, path: str | Path) -> None:
-    """Write the model so that a crash never leaves a half-written file: to a temporary file
-    in the same folder first, then renamed over the target in one step."""
+    """Write the model so that no crash can cost the user a model: to a temporary file in the same
+    folder, reloaded and checked to predict what the model in memory predicts, then renamed over
+    the target in one step. Until that rename, a model already at `path` stays untouched."""
     path = Path(path)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same suffix: Keras picks the format by it
+    probe = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     try:
         model.save(partial)
+        reloaded = keras.models.load_model(partial)
+        if not np.allclose(reloaded.predict(probe, verbose=0), model.predict(probe, verbose=0), atol=1e-5):
+            raise RuntimeError(f"{partial} reloads with different predictions; {path} was left as it was")
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def space_needed(model: keras.Model) -> int:
+    """Bytes a run writes beside its output: the model, its temporary copy and two checkpoints,
+    all float32, plus room for the optimizer's moments in the last one."""
+    return 6 * 4 * model.count_params() + 50 * 2**20
+
+
+def check_free_space(path: str | Path, needed: int) -> None:
+    """Fail before training, not after it, when the disk cannot hold what the run will write."""
+    free = shutil.disk_usage(Path(path).resolve().parent).free
+    if free < needed:
+        raise UserError(f"only {free / 2**20:.0f} MiB free beside {path}; the run needs about "
+                        f"{needed / 2**20:.0f} MiB: free some space or choose another --output")
 
 
 def write_sidecar(model_path: str | Path, info: dict) -> None:
@@ -261,6 +281,10 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_sidecar(model_path: str | Path) -> dict:
-    """The settings, history and metrics that training wrote beside a model; {} if none."""
+    """The settings, history and metrics that training wrote beside a model; {} if none or unreadable."""
     path = sidecar_path(model_path)
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        warnings.warn(f"ignoring unreadable sidecar {path}", stacklevel=2)
+        return {}
