@@ -97,3 +97,30 @@ def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.C
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def base_run(shared_slice, weights, tmp_path_factory):
+    """lilTinyNet.py on the shared slice with the shared weights, as a user runs it."""
+    output = tmp_path_factory.mktemp("base") / "cifar10_lilTinyNet.h5"
+    result = run_script("lilTinyNet.py", "--data-dir", str(shared_slice), "--alpha", "0.35", "--weights", weights,
+                        "--image-size", "64", "--epochs", "4", "--output", str(output),
+                        "--log-dir", str(output.parent / "logs"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory) -> Path:
+    """Three colour-coded classes of 32x32 PNGs: 20 train and 5 test images each."""
+    return write_image_tree(tmp_path_factory.mktemp("tiny") / "tree", {"train": 20, "test": 5})
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_tree, weights, tmp_path_factory) -> Path:
+    """A base model trained for two epochs on tiny_tree at 32 pixels."""
+    output = tmp_path_factory.mktemp("tiny_base") / "cifar10_lilTinyNet.h5"
+    result = run_script("lilTinyNet.py", "--data-dir", str(tiny_tree), "--alpha", "0.35", "--weights", weights,
+                        "--image-size", "32", "--epochs", "2", "--head", "gap", "--output", str(output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output

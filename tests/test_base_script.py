@@ -10,16 +10,6 @@ from conftest import run_script, write_image_tree
 SIDECAR_KEYS = {"stage", "settings", "class_names", "data", "history", "metrics", "times", "versions"}
 
 
-@pytest.fixture(scope="module")
-def base_run(shared_slice, weights, tmp_path_factory):
-    output = tmp_path_factory.mktemp("base") / "cifar10_lilTinyNet.h5"
-    result = run_script("lilTinyNet.py", "--data-dir", str(shared_slice), "--alpha", "0.35", "--weights", weights,
-                        "--image-size", "64", "--epochs", "4", "--output", str(output),
-                        "--log-dir", str(output.parent / "logs"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output, result
-
-
 def test_writes_the_model_the_sidecar_and_a_summary(base_run):
     output, result = base_run
     info = json.loads(output.with_suffix(".json").read_text())

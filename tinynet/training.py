@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -69,7 +70,7 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
 def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> keras.optimizers.schedules.CosineDecay:
     """Linear warm-up from 0 to `peak` over warmup_steps, then a cosine decay to 0."""
     if warmup_steps:
-        return keras.optimizers.schedules.CosineDecay(0.0, total_steps - warmup_steps,
+        return keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup_steps),
                                                       warmup_target=peak, warmup_steps=warmup_steps)
     return keras.optimizers.schedules.CosineDecay(peak, total_steps)
 
@@ -190,8 +191,11 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
     callbacks: list[keras.callbacks.Callback] = [checkpoint]
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        callbacks += [keras.callbacks.CSVLogger(str(Path(log_dir) / "epochs.csv"), append=first_epoch > 0),
-                      keras.callbacks.TensorBoard(log_dir)]
+        callbacks.append(keras.callbacks.CSVLogger(str(Path(log_dir) / "epochs.csv"), append=first_epoch > 0))
+        if importlib.util.find_spec("tensorboard"):
+            callbacks.append(keras.callbacks.TensorBoard(log_dir))
+        else:
+            print("note: tensorboard is not installed, so --log-dir gets epochs.csv only (pip install tensorboard)")
     stopped_early = first_epoch and first_epoch - checkpoint.best_epoch >= checkpoint.patience
     if first_epoch < epochs and not stopped_early:
         net.fit(epoch_batches(inputs["train"], labels["train"], batch_size, seed, first_epoch, epochs, augment),

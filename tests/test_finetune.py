@@ -1,0 +1,112 @@
+"""lilTinyNet_finetuner.py: frozen parts stay bit-identical, BatchNormalization keeps its statistics,
+augmentation touches training images only, and the output reloads cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import run_script
+
+from lilTinyNet_finetuner import first_trainable_layer
+from tinynet.errors import UserError
+from tinynet.training import epoch_batches
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_base, tmp_path_factory):
+    output = tmp_path_factory.mktemp("finetuned") / "cifar10_finetuned_lilTinyNet.h5"
+    result = run_script("lilTinyNet_finetuner.py", "--base", str(tiny_base), "--output", str(output),
+                        "--epochs", "2", "--unfreeze", "block_15", "--learning-rate", "1e-3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tiny_base, output, result
+
+
+def base_layers(path):
+    return {layer.name: layer for layer in keras.models.load_model(path).get_layer("mobilenetv2").layers}
+
+
+def test_frozen_layers_and_batchnorm_statistics_are_bit_identical(finetuned):
+    base_path, tuned_path, _ = finetuned
+    before, after = base_layers(base_path), base_layers(tuned_path)
+    names = list(before)
+    cut = names.index("block_15_expand")
+    changed = []
+    for index, name in enumerate(names):
+        old, new = before[name].get_weights(), after[name].get_weights()
+        same = all(np.array_equal(a, b) for a, b in zip(old, new, strict=True))
+        if index < cut or isinstance(before[name], keras.layers.BatchNormalization):
+            assert same, f"{name} must not change: it is frozen"
+        elif old:
+            changed.append(not same)
+    assert changed and all(changed), "every unfrozen layer with weights must have trained"
+
+
+def test_sidecar_records_the_run_and_metrics_are_of_unaugmented_images(finetuned, tiny_tree):
+    base_path, tuned_path, result = finetuned
+    info = json.loads(tuned_path.with_suffix(".json").read_text())
+    assert info["stage"] == "finetune" and info["base"] == str(base_path)
+    assert info["settings"]["data_dir"] == str(tiny_tree), "the data source comes from the base's sidecar"
+    assert "block_15_expand" in info["unfrozen_layers"] and "block_14_expand" not in info["unfrozen_layers"]
+    assert not any("BN" in name for name in info["unfrozen_layers"])
+    assert len(info["history"]) == 2 and info["history"][0]["learning_rate"] > 0
+    assert "base" in result.stdout and "fine-tuned" in result.stdout
+    code = f"""
+import json, keras
+from tinynet.data import load_dataset
+from tinynet.training import split_data
+splits = split_data(load_dataset({str(tiny_tree)!r}, 32), 0.1, 0)
+model = keras.models.load_model({str(tuned_path)!r})
+print(json.dumps({{s: model.evaluate(*splits[s], verbose=0, return_dict=True) for s in ("val", "test")}}))
+"""
+    fresh = run_script("-c", code)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    reloaded = json.loads(fresh.stdout.strip().splitlines()[-1])
+    for split in ("val", "test"):
+        assert reloaded[split]["accuracy"] == pytest.approx(info["metrics"][split]["accuracy"], abs=1e-6)
+        assert reloaded[split]["loss"] == pytest.approx(info["metrics"][split]["loss"], rel=1e-4)
+
+
+def test_augmentation_flips_and_shifts_only_what_it_is_given():
+    x = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    y = np.eye(6, dtype=np.float32)
+    plain = {int(label.argmax()): image for images, labels in epoch_batches(x, y, 6, 0, 0, 1)
+             for image, label in zip(images.numpy(), labels.numpy(), strict=True)}
+    augmented = [(image, int(label.argmax())) for images, labels in epoch_batches(x, y, 6, 0, 0, 3, augment=True)
+                 for image, label in zip(images.numpy(), labels.numpy(), strict=True)]
+    for i in range(6):
+        np.testing.assert_array_equal(plain[i], x[i])
+    assert len(augmented) == 18 and augmented[0][0].dtype == np.uint8
+    assert sum(not np.array_equal(image, x[label]) for image, label in augmented) >= 12
+    # each augmented image is a shifted, maybe mirrored, window of its own source image
+    for image, label in augmented:
+        source = np.pad(x[label], ((2, 2), (2, 2), (0, 0)))
+        candidates = [source, source[:, ::-1]]
+        assert any(np.array_equal(image, c[r:r + 16, s:s + 16]) for c in candidates for r in range(5) for s in range(5))
+
+
+def test_unfreeze_choices():
+    assert first_trainable_layer("all") == "Conv1"
+    assert first_trainable_layer("13") == first_trainable_layer("block_13") == "block_13_expand"
+    assert first_trainable_layer("Conv_1") == "Conv_1"
+    with pytest.raises(UserError):
+        first_trainable_layer("block_99")
+
+
+def test_a_missing_base_names_the_command_that_makes_it(tmp_path):
+    result = run_script("lilTinyNet_finetuner.py", "--base", str(tmp_path / "cifar10_lilTinyNet.h5"),
+                        "--output", str(tmp_path / "out.h5"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not found" in result.stderr and "python lilTinyNet.py" in result.stderr
+
+
+def test_finetunes_the_shared_slice_with_the_shared_weights(base_run, tmp_path):
+    base_path, _ = base_run
+    output = tmp_path / "cifar10_finetuned_lilTinyNet.h5"
+    result = run_script("lilTinyNet_finetuner.py", "--base", str(base_path), "--output", str(output),
+                        "--epochs", "1", "--unfreeze", "block_16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(output.with_suffix(".json").read_text())
+    assert info["data"]["train"] == 900 and info["metrics"]["test"]["accuracy"] > 0.3
