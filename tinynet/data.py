@@ -25,6 +25,7 @@ CIFAR10_CLASSES = [
 ]
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 IMAGE_PATH = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/([^/]+)$")
+CLASS_FOLDER = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/?$")
 MAX_PIXELS = 50_000_000  # larger images are refused, not decoded: 50 Mpx of RGB is 150 MB
 MAX_BAD_FRACTION = 0.01  # above 1% unreadable images the folder is broken, not noisy
 
@@ -70,18 +71,21 @@ def load_dataset(data_dir: str | None, image_size: int) -> Dataset:
     return dataset
 
 
-def _list_files(path: Path) -> list[tuple[str, Callable[[], bytes]]]:
-    """Every regular file under a folder or inside a tarball, as (relative name, reader)."""
+def _list_files(path: Path) -> list[tuple[str, Callable[[], bytes] | None]]:
+    """Every regular file under a folder or inside a tarball, as (relative name, reader);
+    folders come as (name, None), so that an empty class folder is seen too."""
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return [(p.relative_to(path).as_posix(), p.read_bytes) for p in found]
+        found = sorted(p for p in path.rglob("*") if not p.name.startswith("."))
+        return [(p.relative_to(path).as_posix(), p.read_bytes if p.is_file() else None)
+                for p in found if p.is_file() or p.is_dir()]
     # A gzip stream cannot seek back cheaply: read every member once, in archive order.
     try:
         with tarfile.open(path) as archive:
-            contents = [(m.name, archive.extractfile(m).read()) for m in archive if m.isfile()]
+            contents = [(m.name, archive.extractfile(m).read() if m.isfile() else None)
+                        for m in archive if m.isfile() or m.isdir()]
     except (tarfile.TarError, OSError, EOFError) as error:
         raise UserError(f"--data-dir {path} is neither a folder nor a readable .tar.gz ({error})") from None
-    return [(name, lambda data=data: data) for name, data in sorted(contents)]
+    return [(name, None if data is None else (lambda data=data: data)) for name, data in sorted(contents)]
 
 
 def _load_batches(files: list[tuple[str, Callable[[], bytes]]]) -> Dataset:
@@ -108,18 +112,20 @@ def _load_batches(files: list[tuple[str, Callable[[], bytes]]]) -> Dataset:
 def _load_image_tree(files: list[tuple[str, Callable[[], bytes]]], image_size: int, path: Path) -> Dataset:
     """train/<class>/* and test/<class>/*: class names from the folders, in sorted order."""
     by_split: dict[str, list[tuple[str, str, Callable[[], bytes]]]] = {"train": [], "test": []}
+    folders: dict[str, set[str]] = {"train": set(), "test": set()}
     for name, read in files:
-        match = IMAGE_PATH.match(name)
+        match = (CLASS_FOLDER if read is None else IMAGE_PATH).match(name)
         if match:
-            split, class_name, _ = match.groups()
-            by_split[split].append((name, class_name, read))
+            split, class_name = match.groups()[:2]
+            folders[split].add(class_name)
+            if read is not None:
+                by_split[split].append((name, class_name, read))
     if not by_split["train"] or not by_split["test"]:
         raise UserError(
             f"--data-dir {path} is in no known layout: expected cifar-10-batches-py, "
             "cifar-10-python.tar.gz, or train/<class>/* and test/<class>/* image folders"
         )
-    train_classes = sorted({c for _, c, _ in by_split["train"]})
-    test_classes = sorted({c for _, c, _ in by_split["test"]})
+    train_classes, test_classes = sorted(folders["train"]), sorted(folders["test"])
     if train_classes != test_classes:
         raise UserError(
             f"--data-dir {path}: test classes {test_classes} differ from train classes {train_classes}"
@@ -133,7 +139,7 @@ def _load_image_tree(files: list[tuple[str, Callable[[], bytes]]], image_size: i
         good = [(c, img) for _, c, img in items if img is not None]
         for class_name in train_classes:
             if not any(c == class_name for c, _ in good):
-                raise UserError(f"--data-dir {path}: class folder {split}/{class_name} has no readable images")
+                raise UserError(f"--data-dir {path}: class folder {split}/{class_name} has no images")
         arrays[split] = [img for _, img in good], np.array([train_classes.index(c) for c, _ in good])
     all_images = arrays["train"][0] + arrays["test"][0]
     if len({img.shape for img in all_images}) > 1:
