@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from tinynet.data import load_dataset
+from tinynet.devices import add_device_args, describe, jit_compile, make_strategy, set_precision, worker_output
 from tinynet.model import HEADS, build_model, check_base_settings, compile_model, count_weights, feature_extractor
 from tinynet.training import (
     check_free_space,
@@ -72,6 +73,7 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--output", default="cifar10_lilTinyNet.h5",
                        help="the trained model; its .json sidecar goes beside it")
     cli.add_run_args(group)
+    add_device_args(parser)
     return parser.parse_args(argv)
 
 
@@ -80,7 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
     weights = None if args.weights == "none" else args.weights
     check_base_settings(args.alpha, weights, args.image_size)
     cli.check_output(args.output)
+    strategy = make_strategy(args.strategy)  # first: collective ops must be set up before TensorFlow starts
+    policy = set_precision(args.precision)
     keras.utils.set_random_seed(args.seed)
+    print(describe(strategy, policy))
+    args.output = worker_output(args.output)
+    batch_size = args.batch_size * strategy.num_replicas_in_sync  # global batch: --batch-size per replica
+    learning_rate = args.learning_rate * strategy.num_replicas_in_sync  # scaled with the global batch
     times: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -95,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"images of {data.x_train.shape[1:]}, {data.num_classes} classes, from {data.source}")
 
     # Model: resize and scale inside, the frozen MobileNetV2, then the head.
-    model = build_model(data.num_classes, args.image_size, args.alpha, weights, args.head)
+    with strategy.scope():
+        model = build_model(data.num_classes, args.image_size, args.alpha, weights, args.head)
     check_free_space(args.output, space_needed(model))
     trainable, frozen = count_weights(model)
     print(f"model: {model.name}, {trainable:,} trainable and {frozen:,} frozen parameters")
@@ -105,32 +114,34 @@ def main(argv: list[str] | None = None) -> dict:
     if args.feature_cache:
         print("features: one forward pass of the frozen base over every image")
         with timed(times, "features"):
-            extractor = feature_extractor(model)
-            inputs = {split: extract_features(extractor, x, args.batch_size) for split, x in images.items()}
+            with strategy.scope():
+                extractor = feature_extractor(model)
+            inputs = {split: extract_features(extractor, x, batch_size) for split, x in images.items()}
         net = model.get_layer("classifier")
     else:
         inputs, net = images, model
 
     # Train: Adam with a cosine decay, early stopping on validation accuracy, best weights kept.
-    steps_per_epoch = math.ceil(len(inputs["train"]) / args.batch_size)
+    steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
     steps_per_call = min(HEAD_STEPS_PER_CALL, steps_per_epoch) if args.feature_cache else 1
-    compile_model(net, cosine_schedule(args.learning_rate, args.epochs * steps_per_epoch), steps_per_call)
+    compile_model(net, cosine_schedule(learning_rate, args.epochs * steps_per_epoch), steps_per_call,
+                  jit_compile(args.jit))
     first_loss = net.evaluate(inputs["val"][:512], labels["val"][:512], verbose=0)[0]
     chance = math.log(data.num_classes)
     print(f"initial validation loss {first_loss:.3f} (chance: ln({data.num_classes}) = {chance:.3f})")
     with timed(times, "train"):
-        run = train(net, inputs, labels, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        run = train(net, inputs, labels, epochs=args.epochs, batch_size=batch_size, seed=args.seed,
                     output=args.output, resume=args.resume, log_dir=args.log_dir)
     report_divergence(run)
 
     # Evaluate the best weights on validation, and once on test.
     with timed(times, "evaluate"):
-        metrics = evaluate_splits(net, inputs, labels, args.batch_size)
+        metrics = evaluate_splits(net, inputs, labels, batch_size)
         if args.feature_cache:
             check_cached_head_matches(model, net, images["test"][:32], inputs["test"][:32])
 
     # Save the full model, compiled for evaluate(), and beside it what made it.
-    compile_model(model, args.learning_rate)
+    compile_model(model, learning_rate)
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)

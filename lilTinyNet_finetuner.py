@@ -19,6 +19,7 @@ from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
 import keras
 
 from tinynet.data import load_dataset
+from tinynet.devices import add_device_args, describe, jit_compile, make_strategy, set_precision, worker_output
 from tinynet.errors import UserError
 from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
 from tinynet.training import (
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,
                        help="peak Adam rate, reached after one warm-up epoch (the head trained at 1e-3)")
     cli.add_run_args(group)
+    add_device_args(parser)
     return parser.parse_args(argv)
 
 
@@ -76,12 +78,19 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, flag, base_info.get("settings", {}).get(flag, default))
     from_layer = first_trainable_layer(args.unfreeze)
     cli.check_output(args.output)
+    strategy = make_strategy(args.strategy)  # first: collective ops must be set up before TensorFlow starts
+    policy = set_precision(args.precision)
     keras.utils.set_random_seed(args.seed)
+    print(describe(strategy, policy))
+    args.output = worker_output(args.output)
+    batch_size = args.batch_size * strategy.num_replicas_in_sync  # global batch: --batch-size per replica
+    learning_rate = args.learning_rate * strategy.num_replicas_in_sync  # scaled with the global batch
     times: dict[str, float] = {}
     started = time.perf_counter()
 
     # The base model as lilTinyNet.py saved it, and the same data and validation split.
-    model = load_saved_model(args.base)
+    with strategy.scope():
+        model = load_saved_model(args.base)
     with timed(times, "load_data"):
         image_size = base_info.get("settings", {}).get("image_size", 128)
         data = load_dataset(args.data_dir, image_size)
@@ -99,19 +108,20 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"unfrozen from {from_layer}: {len(unfrozen)} layers, {trainable:,} trainable, {frozen:,} frozen parameters")
 
     # Fine-tune on augmented batches, at a low peak rate reached after a one-epoch warm-up.
-    steps_per_epoch = math.ceil(len(images["train"]) / args.batch_size)
-    compile_model(model, cosine_schedule(args.learning_rate, args.epochs * steps_per_epoch, steps_per_epoch))
+    steps_per_epoch = math.ceil(len(images["train"]) / batch_size)
+    compile_model(model, cosine_schedule(learning_rate, args.epochs * steps_per_epoch, steps_per_epoch),
+                  jit_compile=jit_compile(args.jit))
     with timed(times, "train"):
-        run = train(model, images, labels, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        run = train(model, images, labels, epochs=args.epochs, batch_size=batch_size, seed=args.seed,
                     output=args.output, resume=args.resume, log_dir=args.log_dir, augment=True)
     report_divergence(run)
 
     # Evaluate the best weights, on un-augmented validation and test images.
     with timed(times, "evaluate"):
-        metrics = evaluate_splits(model, images, labels, args.batch_size)
+        metrics = evaluate_splits(model, images, labels, batch_size)
 
     # Save, compiled for evaluate(), with the sidecar.
-    compile_model(model, args.learning_rate)
+    compile_model(model, learning_rate)
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)

@@ -77,7 +77,8 @@ def head_layers(head: str, num_classes: int) -> tuple[list[keras.Layer], list[ke
     gap: the classic global-average-pooling linear probe, the cheapest.
     original: the original lilTinyNet head, Flatten, Dense(1024), Dropout(0.5).
     """
-    predictions = layers.Dense(num_classes, activation="softmax", name="predictions")
+    # float32 even under mixed precision: a float16 softmax loses small probabilities
+    predictions = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")
     dropout = layers.Dropout(0.5, name="head_dropout")
     if head == "pooled":
         return (
@@ -122,14 +123,17 @@ def feature_extractor(model: keras.Model) -> keras.Model:
 
 
 def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-                  steps_per_execution: int = 1) -> None:
-    """Adam and categorical cross-entropy on one-hot labels, as the original."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
-    )
+                  steps_per_execution: int = 1, jit_compile: bool | str = "auto") -> None:
+    """Adam and categorical cross-entropy on one-hot labels, as the original; under the model's
+    distribution strategy, where its optimizer's variables must be made."""
+    with model.distribute_strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+        )
 
 
 def unfreeze(model: keras.Model, from_layer: str) -> list[str]:

@@ -1,0 +1,79 @@
+"""Where the work runs: GPUs or the CPU, numeric precision, and tf.distribute strategies.
+
+One GPU: mixed float16 (the softmax stays float32) and batches prefetched to the device.
+Several GPUs: MirroredStrategy copies the model to each and splits every batch between them.
+Several machines: MultiWorkerMirroredStrategy, configured by the TF_CONFIG environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from tinynet.errors import UserError
+
+PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("devices")
+    group.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: mixed float16 on a GPU, float32 on a CPU; bfloat16: mixed bfloat16")
+    group.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                       help="auto: mirrored over all GPUs when there are two or more, else default (one device); "
+                            "multiworker: several machines, from TF_CONFIG")
+    group.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+                       help="XLA compilation of training steps: auto lets Keras decide (on with a GPU only)")
+
+
+def set_precision(choice: str) -> str:
+    """Set Keras's global dtype policy; returns the policy's name."""
+    gpus = tf.config.list_physical_devices("GPU")
+    policy = {"auto": "mixed_float16" if gpus else "float32", "float32": "float32",
+              "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}[choice]
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def make_strategy(choice: str) -> tf.distribute.Strategy:
+    """The distribution strategy: its scope() is where models are built and compiled."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if choice == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's index")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if choice == "mirrored" or (choice == "auto" and len(gpus) >= 2):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def jit_compile(choice: str) -> bool | str:
+    """keras compile's jit_compile: XLA pays on GPUs; DepthwiseConv2D under XLA can be slow on a CPU."""
+    return {"auto": "auto", "on": True, "off": False}[choice]
+
+
+def describe(strategy: tf.distribute.Strategy, policy: str) -> str:
+    """One line on what the run uses, so a GPU that TensorFlow cannot see is noticed at once."""
+    gpus = tf.config.list_physical_devices("GPU")
+    where = f"{len(gpus)} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
+    worker = json.loads(os.environ["TF_CONFIG"])["task"] if "TF_CONFIG" in os.environ else None
+    cluster = f", worker {worker['index']}" if worker else ""
+    return (f"devices: {where}, {strategy.num_replicas_in_sync} replica(s){cluster}, precision {policy}, "
+            f"TensorFlow {tf.__version__}")
+
+
+def worker_output(path: str) -> str:
+    """Under several workers only the chief writes the output (the "chief" task, or worker 0 when
+    there is none); the others write <stem>.worker<N>.h5 beside it, so no two write one file."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {"type": "chief", "index": 0})
+    chief = task["type"] == "chief" or (task["index"] == 0 and "chief" not in config.get("cluster", {}))
+    if chief:
+        return path
+    stem, suffix = os.path.splitext(path)
+    return f"{stem}.{task['type']}{task['index']}{suffix}"
