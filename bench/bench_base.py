@@ -3,6 +3,7 @@
     python bench/bench_base.py                      # bench configuration, image size 128
     python bench/bench_base.py --image-size 160
     python bench/bench_base.py --original           # also the original's way, end to end, 10 epochs
+    python bench/bench_base.py --tag bf16 --extra --precision bfloat16
 
 The floor is one forward pass of the base over all 60,000 images, in a separate process of
 the same bench run. Results go to bench/results/.
@@ -51,13 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--original", action="store_true", help="also run --no-feature-cache --head original")
+    parser.add_argument("--tag", default="", help="added to the result's name")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for lilTinyNet.py")
     args = parser.parse_args()
+    name = f"base_{args.image_size}{'_' + args.tag if args.tag else ''}"
     with tempfile.TemporaryDirectory() as tmp:
-        cached = run_stage(f"base_{args.image_size}", [], Path(tmp), args.image_size)
+        cached = run_stage(name, args.extra, Path(tmp), args.image_size)
         floor = forward_pass_seconds(args.image_size)
         cached["floor_forward_pass_seconds"] = round(floor, 1)
         cached["stage_over_floor"] = round(cached["times"]["total"] / floor, 2)
-        save(f"base_{args.image_size}", cached)
+        save(name, cached)
         if args.original:
             original = run_stage(f"original_{args.image_size}", ["--no-feature-cache", "--head", "original"],
                                  Path(tmp), args.image_size)
