@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from tinynet.data import load_dataset
-from tinynet.devices import add_device_args, describe, jit_compile, make_strategy, set_precision, worker_output
+from tinynet.devices import add_device_args, jit_compile, set_up
 from tinynet.model import HEADS, build_model, check_base_settings, compile_model, count_weights, feature_extractor
 from tinynet.training import (
     check_free_space,
@@ -82,13 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = None if args.weights == "none" else args.weights
     check_base_settings(args.alpha, weights, args.image_size)
     cli.check_output(args.output)
-    strategy = make_strategy(args.strategy)  # first: collective ops must be set up before TensorFlow starts
-    policy = set_precision(args.precision)
-    keras.utils.set_random_seed(args.seed)
-    print(describe(strategy, policy))
-    args.output = worker_output(args.output)
-    batch_size = args.batch_size * strategy.num_replicas_in_sync  # global batch: --batch-size per replica
-    learning_rate = args.learning_rate * strategy.num_replicas_in_sync  # scaled with the global batch
+    strategy, batch_size, learning_rate = set_up(args)
     times: dict[str, float] = {}
     started = time.perf_counter()
 

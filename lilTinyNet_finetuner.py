@@ -16,10 +16,9 @@ import time
 from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
 
 # isort: split
-import keras
 
 from tinynet.data import load_dataset
-from tinynet.devices import add_device_args, describe, jit_compile, make_strategy, set_precision, worker_output
+from tinynet.devices import add_device_args, jit_compile, set_up
 from tinynet.errors import UserError
 from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
 from tinynet.training import (
@@ -78,13 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, flag, base_info.get("settings", {}).get(flag, default))
     from_layer = first_trainable_layer(args.unfreeze)
     cli.check_output(args.output)
-    strategy = make_strategy(args.strategy)  # first: collective ops must be set up before TensorFlow starts
-    policy = set_precision(args.precision)
-    keras.utils.set_random_seed(args.seed)
-    print(describe(strategy, policy))
-    args.output = worker_output(args.output)
-    batch_size = args.batch_size * strategy.num_replicas_in_sync  # global batch: --batch-size per replica
-    learning_rate = args.learning_rate * strategy.num_replicas_in_sync  # scaled with the global batch
+    strategy, batch_size, learning_rate = set_up(args)
     times: dict[str, float] = {}
     started = time.perf_counter()
 
