@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--unfreeze", default="block_3",
                        help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
                             "Conv_1 (the last conv only) or all")
-    group.add_argument("--epochs", type=cli.positive_int, default=20, help="at most; early stopping may end sooner")
+    group.add_argument("--epochs", type=cli.positive_int, default=30, help="at most; early stopping may end sooner")
     group.add_argument("--batch-size", type=cli.positive_int, default=128)
     group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,
                        help="peak Adam rate, reached after one warm-up epoch (the head trained at 1e-3)")
