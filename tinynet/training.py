@@ -46,23 +46,36 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
     exactly the batches an uninterrupted one would. Augmentation flips and shifts each image by up
     to 1/8 of its size (a random crop of the zero-padded image); images stay uint8 throughout.
     """
-    x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    n = len(x)
 
-    def augmented(index, epoch_seed):
+    def gather(indices):  # in NumPy: a TensorFlow copy of a large feature cache would double its memory
+        return x[indices], y[indices]
+
+    def batch_of(indices):
+        images, labels = tf.numpy_function(gather, [indices], (x.dtype, y.dtype))
+        return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y.shape[1:]))
+
+    def augmented(images, labels, epoch_seed, indices):
         height, width = x.shape[1:3]
         pad_h, pad_w = height // 8, width // 8
-        flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed + [0, index], 2))
-        image = tf.image.stateless_random_flip_left_right(tf.gather(x, index), flip_seed)
-        image = tf.image.pad_to_bounding_box(image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
-        return tf.image.stateless_random_crop(image, (height, width, 3), crop_seed), tf.gather(y, index)
+
+        def one(args):
+            image, index = args
+            flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed + [0, index], 2))
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+            image = tf.image.pad_to_bounding_box(image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
+            return tf.image.stateless_random_crop(image, (height, width, x.shape[3]), crop_seed)
+
+        return tf.map_fn(one, (images, indices), fn_output_signature=images.dtype), labels
 
     def one_epoch(epoch):
-        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * len(x)])
-        order = tf.data.Dataset.from_tensor_slices(
-            tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), epoch_seed))
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * n])
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), epoch_seed)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         if augment:
-            return order.map(lambda i: augmented(i, epoch_seed), num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-        return order.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+            return batches.map(lambda i: (*batch_of(i), i)).map(
+                lambda images, labels, i: augmented(images, labels, epoch_seed, i), num_parallel_calls=tf.data.AUTOTUNE)
+        return batches.map(batch_of)
 
     return tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
