@@ -124,3 +124,13 @@ def tiny_base(tiny_tree, weights, tmp_path_factory) -> Path:
                         "--image-size", "32", "--epochs", "2", "--head", "gap", "--output", str(output))
     assert result.returncode == 0, result.stderr[-3000:]
     return output
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned(tiny_base, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """tiny_base fine-tuned for two epochs from block_15, beside it as the standard file name."""
+    output = tiny_base.parent / "cifar10_finetuned_lilTinyNet.h5"
+    result = run_script("lilTinyNet_finetuner.py", "--base", str(tiny_base), "--output", str(output),
+                        "--epochs", "2", "--unfreeze", "block_15", "--learning-rate", "1e-3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result

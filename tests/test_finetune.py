@@ -16,12 +16,8 @@ from tinynet.training import epoch_batches
 
 
 @pytest.fixture(scope="module")
-def finetuned(tiny_base, tmp_path_factory):
-    output = tmp_path_factory.mktemp("finetuned") / "cifar10_finetuned_lilTinyNet.h5"
-    result = run_script("lilTinyNet_finetuner.py", "--base", str(tiny_base), "--output", str(output),
-                        "--epochs", "2", "--unfreeze", "block_15", "--learning-rate", "1e-3")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tiny_base, output, result
+def finetuned(tiny_base, tiny_finetuned):
+    return tiny_base, *tiny_finetuned
 
 
 def base_layers(path):

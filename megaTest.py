@@ -1,0 +1,66 @@
+"""lilTinyNet side by side: which model to ship.
+
+    python megaTest.py                                  # both standard models
+    python megaTest.py --models a.h5 b.h5 --json results.json
+
+One row per model: test accuracy, loss and top-3 accuracy (the original harness: preprocess_data
+from lilTinyNet, keras.models.load_model, batch size 128), parameters, file size, throughput at
+batch 256, single-image latency, and the accuracy gained over the base model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
+
+# isort: split
+from lilTinyNet import preprocess_data
+from tinynet.evaluation import add_eval_args, evaluate, latency_ms, load_test_data, model_facts, table, throughput
+from tinynet.model import check_num_classes, load_saved_model
+from tinynet.training import read_sidecar
+
+COLUMNS = [("model", "model", ""), ("accuracy", "accuracy", ".4f"), ("gain_over_base", "gain", "+.4f"),
+           ("loss", "loss", ".4f"), ("top3_accuracy", "top-3", ".4f"), ("total_params", "params", ","),
+           ("trainable_params", "trainable", ","), ("file_mb", "MB", ".1f"),
+           ("images_per_s", "images/s @256", ".0f"), ("latency_ms", "latency ms", ".1f")]
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = cli.make_parser(__doc__)
+    add_eval_args(parser)
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the numbers here as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    models = {path: load_saved_model(path) for path in args.models}  # every file checked before any work
+    data = load_test_data(args.models, args.data_dir)
+    images, labels = preprocess_data(data.x_test, data.y_test, data.num_classes)
+
+    rows = []
+    for path, model in models.items():
+        check_num_classes(model, data.num_classes, path)
+        result = evaluate(path, model, images, labels.argmax(1), data.class_names, args.batch_size)
+        rows.append({"model": path, "stage": read_sidecar(path).get("stage"), "accuracy": result.accuracy,
+                     "loss": result.loss, "top3_accuracy": result.top3_accuracy, **model_facts(path, model),
+                     "images_per_s": throughput(model, images), "latency_ms": latency_ms(model, images[0])})
+
+    # The gain is measured against the model whose sidecar says "base", else the first one.
+    base = next((row for row in rows if row["stage"] == "base"), rows[0])
+    for row in rows:
+        row["gain_over_base"] = None if row is base else row["accuracy"] - base["accuracy"]
+
+    print(f"\ntest set: {len(labels)} images from {data.source}\n")
+    print(table([{**row, "model": Path(row["model"]).name} for row in rows], COLUMNS))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"data": data.source, "test_images": len(labels), "models": rows},
+                                              indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    cli.run(main)

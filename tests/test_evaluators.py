@@ -1,0 +1,93 @@
+"""The evaluators: every picture is written, the numbers are model.evaluate()'s, missing pieces fail cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_script
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def models(tiny_base, tiny_finetuned):
+    return [str(tiny_base), str(tiny_finetuned[0])]
+
+
+@pytest.fixture(scope="module")
+def report(models, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("reports")
+    result = run_script("evaluator_lilTinyNet_finetuned.py", "--models", *models, "--out-dir", str(out_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out_dir, result
+
+
+def test_every_picture_is_a_real_image(report):
+    out_dir, result = report
+    names = [f"{stem}_{kind}.png" for stem in ("cifar10_lilTinyNet", "cifar10_finetuned_lilTinyNet")
+             for kind in ("predictions", "confusion", "architecture")] + ["learning_curves.png"]
+    for name in names:
+        path = out_dir / name
+        assert path.stat().st_size > 10_000, name
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert min(image.size) > 200, name
+        assert str(path) in result.stdout, "the terminal lists every file written"
+
+
+def test_the_terminal_report(report):
+    _, result = report
+    out = result.stdout
+    assert "top-3 accuracy" in out and "precision" in out and "most confused" in out
+    for name in ("cat", "dog", "frog"):
+        assert name in out
+    assert "Total params" in out, "model.summary() is shown"
+
+
+def test_megatest_json_matches_model_evaluate(models, tiny_tree, tmp_path):
+    path = tmp_path / "mega.json"
+    result = run_script("megaTest.py", "--models", *models, "--json", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(path.read_text())["models"]
+    fields = {"model", "accuracy", "loss", "top3_accuracy", "total_params", "trainable_params", "file_mb",
+              "images_per_s", "latency_ms", "gain_over_base"}
+    assert all(fields <= set(row) for row in rows)
+    assert rows[0]["gain_over_base"] is None
+    assert rows[1]["gain_over_base"] == pytest.approx(rows[1]["accuracy"] - rows[0]["accuracy"])
+    code = f"""
+import json, keras
+from lilTinyNet import preprocess_data
+from tinynet.data import load_dataset
+data = load_dataset({str(tiny_tree)!r}, 32)
+x, y = preprocess_data(data.x_test, data.y_test, 3)
+print(json.dumps([keras.models.load_model(m).evaluate(x, y, batch_size=128, verbose=0) for m in {models!r}]))
+"""
+    direct = run_script("-c", code)
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    for row, (loss, accuracy) in zip(rows, json.loads(direct.stdout.strip().splitlines()[-1]), strict=True):
+        assert row["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+        assert row["loss"] == pytest.approx(loss, rel=1e-4)
+        assert row["images_per_s"] > 0 and row["latency_ms"] > 0 and row["file_mb"] > 0
+
+
+def test_without_graphviz_the_summary_is_written_instead(models, tmp_path):
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(ROOT)}  # no `dot` here
+    result = subprocess.run([sys.executable, "evaluator_lilTinyNet_finetuned.py", "--models", models[0],
+                             "--out-dir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "note: no architecture picture" in result.stdout
+    summary = tmp_path / "cifar10_lilTinyNet_architecture.txt"
+    assert "mobilenetv2" in summary.read_text() and not summary.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("script", ["megaTest.py", "evaluator_lilTinyNet_finetuned.py"])
+def test_a_missing_model_is_one_line_and_a_non_zero_exit(script, models, tmp_path):
+    result = run_script(script, "--models", models[0], str(tmp_path / "cifar10_finetuned_lilTinyNet.h5"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not found" in result.stderr and "python lilTinyNet_finetuner.py" in result.stderr

@@ -1,0 +1,138 @@
+"""Evaluating saved models: one prefetched pass over the test set gives every metric."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tinynet.data import Dataset, load_dataset
+from tinynet.training import read_sidecar
+
+STANDARD_MODELS = ["cifar10_lilTinyNet.h5", "cifar10_finetuned_lilTinyNet.h5"]
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    """--models, --data-dir and --batch-size, the same for both evaluators."""
+    group = parser.add_argument_group("models and data")
+    group.add_argument("--models", nargs="+", default=STANDARD_MODELS, metavar="PATH", help="saved .h5 models")
+    group.add_argument("--data-dir", default=None,
+                       help="as the training scripts (default: what the first model's sidecar names, "
+                            "else the Keras download)")
+    group.add_argument("--batch-size", type=int, default=128, help="the original harness evaluated at 128")
+
+
+def load_test_data(models: list[str], data_dir: str | None) -> Dataset:
+    """The test set the models were trained against: --data-dir, else what the first model's sidecar names."""
+    settings = next((read_sidecar(m).get("settings", {}) for m in models if read_sidecar(m)), {})
+    return load_dataset(data_dir or settings.get("data_dir"), settings.get("image_size", 128))
+
+
+@dataclass
+class Evaluation:
+    """A model's test-set results, all from one pass."""
+
+    path: str
+    probabilities: np.ndarray  # (n, classes)
+    labels: np.ndarray  # (n,) int
+    class_names: list[str]
+    seconds: float  # wall time of the pass
+    loss: float = field(init=False)
+    accuracy: float = field(init=False)
+    top3_accuracy: float = field(init=False)
+    confusion: np.ndarray = field(init=False)  # rows: true class, columns: predicted
+
+    def __post_init__(self):
+        one_hot = np.eye(len(self.class_names), dtype=np.float32)[self.labels]
+        # Keras's own loss function, so the number is model.evaluate()'s number
+        self.loss = float(np.mean(keras.ops.convert_to_numpy(
+            keras.losses.categorical_crossentropy(one_hot, self.probabilities))))
+        self.predicted = self.probabilities.argmax(1)
+        self.accuracy = float(np.mean(self.predicted == self.labels))
+        top3 = np.argsort(-self.probabilities, axis=1)[:, :3]
+        self.top3_accuracy = float(np.mean((top3 == self.labels[:, None]).any(1)))
+        classes = len(self.class_names)
+        self.confusion = np.bincount(self.labels * classes + self.predicted, minlength=classes**2).reshape(classes, -1)
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.labels) / self.seconds
+
+    def per_class(self) -> list[dict[str, float]]:
+        """Precision, recall, F1 and support of each class."""
+        true_positive = np.diag(self.confusion).astype(float)
+        precision = true_positive / np.maximum(self.confusion.sum(0), 1)
+        recall = true_positive / np.maximum(self.confusion.sum(1), 1)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        support = self.confusion.sum(1)
+        return [{"class": name, "precision": p, "recall": r, "f1": f, "support": int(n)}
+                for name, p, r, f, n in zip(self.class_names, precision, recall, f1, support, strict=True)]
+
+    def most_confused(self, count: int = 5) -> list[tuple[str, str, int]]:
+        """(true class, predicted class, count) for the largest off-diagonal cells."""
+        off = self.confusion.copy()
+        np.fill_diagonal(off, 0)
+        cells = np.argsort(-off, axis=None)[:count]
+        return [(self.class_names[i], self.class_names[j], int(off[i, j]))
+                for i, j in zip(*np.unravel_index(cells, off.shape), strict=True) if off[i, j] > 0]
+
+
+def evaluate(path: str, model: keras.Model, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+             batch_size: int) -> Evaluation:
+    """One batched, prefetched pass of the model over the images."""
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    model.predict(batches.take(1), verbose=0)  # warm-up: trace once, outside the timing
+    start = time.perf_counter()
+    probabilities = model.predict(batches, verbose=1)
+    return Evaluation(path, probabilities, np.asarray(labels).reshape(-1), class_names, time.perf_counter() - start)
+
+
+def throughput(model: keras.Model, images: np.ndarray, batch_size: int = 256, limit: int = 2048) -> float:
+    """Images per second of model.predict at batch_size on images already in memory, after a warm-up."""
+    images = images[:limit]
+    model.predict(images[:batch_size], batch_size=batch_size, verbose=0)
+    start = time.perf_counter()
+    model.predict(images, batch_size=batch_size, verbose=0)
+    return len(images) / (time.perf_counter() - start)
+
+
+def latency_ms(model: keras.Model, image: np.ndarray, repeats: int = 30) -> float:
+    """Median milliseconds for one image through the traced model (predict() adds per-call overhead)."""
+    infer = tf.function(lambda batch: model(batch, training=False))
+    batch = tf.convert_to_tensor(image[None])
+    infer(batch)  # warm-up: trace
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        infer(batch).numpy()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def model_facts(path: str, model: keras.Model) -> dict[str, float]:
+    """Size facts: total and trainable parameters, file size in MB."""
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return {"total_params": model.count_params(), "trainable_params": trainable,
+            "file_mb": round(os.path.getsize(path) / 2**20, 2)}
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Rows as an aligned text table; columns are (key, heading, format)."""
+    cells = [[heading for _, heading, _ in columns]]
+    cells += [[format(row[key], fmt) if row.get(key) is not None else "-" for key, _, fmt in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def report_files(paths: list[Path]) -> None:
+    print("\nfiles written:")
+    for path in paths:
+        print(f"  {path}")

@@ -1,0 +1,106 @@
+"""Pictures of a model: predictions, confusion matrix, learning curves, architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # files only: no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tinynet.evaluation import Evaluation  # noqa: E402
+from tinynet.training import read_sidecar  # noqa: E402
+
+
+def prediction_grid(evaluation: Evaluation, images: np.ndarray, path: Path, count: int = 25) -> Path:
+    """`count` test images, spread evenly over the test set (which is often sorted by class), with
+    true and predicted class and confidence; mistakes in red."""
+    side = int(np.ceil(np.sqrt(count)))
+    shown = np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)
+    figure, axes = plt.subplots(side, side, figsize=(2.2 * side, 2.4 * side))
+    for axis in np.ravel(axes):
+        axis.axis("off")
+    for axis, i in zip(np.ravel(axes), shown, strict=False):
+        true, predicted = evaluation.labels[i], evaluation.predicted[i]
+        axis.imshow(images[i])
+        axis.set_title(f"{evaluation.class_names[predicted]} {evaluation.probabilities[i, predicted]:.0%}\n"
+                       f"true: {evaluation.class_names[true]}", fontsize=9,
+                       color="black" if true == predicted else "red")
+    figure.suptitle(f"{Path(evaluation.path).name}: predictions (red: wrong)")
+    return save(figure, path)
+
+
+def confusion_matrix(evaluation: Evaluation, path: Path) -> Path:
+    """Counts in each cell, colour by the share of each true class (row-normalised)."""
+    counts = evaluation.confusion
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(6, 0.7 * len(counts))
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(counts))
+    axis.set_xticks(ticks, evaluation.class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, evaluation.class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(counts):
+        axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                  color="white" if shares[i, j] > 0.5 else "black")
+    axis.set_title(f"{Path(evaluation.path).name}: accuracy {evaluation.accuracy:.4f}")
+    return save(figure, path)
+
+
+def learning_curves(model_paths: list[str], path: Path) -> Path | None:
+    """Loss and accuracy per epoch from the sidecars, each base stage followed by its fine-tuning
+    on one epoch axis, with a line where fine-tuning starts. None when no sidecar has a history."""
+    chains = []
+    infos = {path: read_sidecar(path) for path in model_paths}
+    bases = {info.get("base") for info in infos.values()}
+    for model_path, info in infos.items():
+        if not info.get("history") or model_path in bases:  # a base is drawn as the start of its fine-tuning
+            continue
+        base = read_sidecar(info["base"]) if info.get("base") else {}
+        chains.append((Path(model_path).name, base.get("history", []), info["history"]))
+    if not chains:
+        return None
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, before, history in chains:
+        rows = before + history
+        epochs = np.arange(1, len(rows) + 1)
+        for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            line, = axis.plot(epochs, [r[metric] for r in rows], "--", label=f"{name} train")
+            axis.plot(epochs, [r[f"val_{metric}"] for r in rows], "-", color=line.get_color(),
+                      label=f"{name} validation")
+            if before:
+                axis.axvline(len(before) + 0.5, color="gray", linestyle=":")
+                axis.annotate("fine-tuning starts", (len(before) + 0.6, 0.95), xycoords=("data", "axes fraction"),
+                              fontsize=8, color="gray")
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        axis.set_xlabel("epoch (base, then fine-tuning)")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    return save(figure, path)
+
+
+def architecture(model: keras.Model, path: Path) -> Path:
+    """keras.utils.plot_model to PNG; without pydot or Graphviz, the text summary instead."""
+    try:
+        keras.utils.plot_model(model, to_file=str(path), show_shapes=True, show_layer_names=True, dpi=96)
+        return path
+    except ImportError as error:
+        text = path.with_suffix(".txt")
+        print(f"note: no architecture picture ({str(error).splitlines()[0]}); wrote the summary to {text}")
+        lines: list[str] = []
+        model.summary(expand_nested=True, print_fn=lambda line, line_break=True: lines.append(line))
+        text.write_text("\n".join(lines) + "\n")
+        return text
+
+
+def save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
