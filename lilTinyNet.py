@@ -36,6 +36,7 @@ from tinynet.training import (
     sidecar_path,
     space_needed,
     split_data,
+    steps_per_call,
     timed,
     train,
     write_sidecar,
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Train: Adam with a cosine decay, early stopping on validation accuracy, best weights kept.
     steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
-    steps_per_call = min(HEAD_STEPS_PER_CALL, steps_per_epoch) if args.feature_cache else 1
-    compile_model(net, cosine_schedule(learning_rate, args.epochs * steps_per_epoch), steps_per_call,
+    calls = steps_per_call(steps_per_epoch, HEAD_STEPS_PER_CALL) if args.feature_cache else 1
+    compile_model(net, cosine_schedule(learning_rate, args.epochs * steps_per_epoch), calls,
                   jit_compile(args.jit))
     first_loss = net.evaluate(inputs["val"][:512], labels["val"][:512], verbose=0)[0]
     chance = math.log(data.num_classes)

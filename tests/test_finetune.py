@@ -12,7 +12,7 @@ from conftest import run_script
 
 from lilTinyNet_finetuner import first_trainable_layer
 from tinynet.errors import UserError
-from tinynet.training import epoch_batches
+from tinynet.training import epoch_batches, steps_per_call
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,26 @@ def test_finetunes_the_shared_slice_with_the_shared_weights(base_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads(output.with_suffix(".json").read_text())
     assert info["data"]["train"] == 900 and info["metrics"]["test"]["accuracy"] > 0.3
+
+
+
+
+def test_many_steps_per_call_end_each_epoch_where_its_batches_end():
+    # 12 steps an epoch: 5 steps per call would run 15, eating the next epoch's first batches, so
+    # epoch ends (validation, checkpoints, resume) would drift; steps_per_call's divisor must not.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(48, 3)).astype("float32"), np.eye(2, dtype="float32")[rng.integers(0, 2, 48)]
+
+    def weights_at_epoch_ends(calls: int) -> list[np.ndarray]:
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        net.compile("sgd", "categorical_crossentropy", steps_per_execution=calls)
+        ends: list[np.ndarray] = []
+        record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append(net.get_weights()[0]))
+        net.fit(epoch_batches(x, y, 4, 0, 0, 3), epochs=3, steps_per_epoch=12, verbose=0, callbacks=[record])
+        return ends
+
+    assert steps_per_call(12, 5) == 4 and steps_per_call(352, 64) == 44 and steps_per_call(7, 4) == 1
+    expected = weights_at_epoch_ends(1)
+    np.testing.assert_allclose(weights_at_epoch_ends(steps_per_call(12, 5)), expected, rtol=1e-6)
+    assert not np.allclose(weights_at_epoch_ends(5)[0], expected[0])  # the trap is real

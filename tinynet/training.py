@@ -80,6 +80,12 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
     return tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
+def steps_per_call(steps_per_epoch: int, at_most: int) -> int:
+    """The most training steps Keras may run per call (steps_per_execution) without crossing an
+    epoch's end: a call that did would eat the next epoch's first batches from epoch_batches' stream."""
+    return max(d for d in range(1, min(at_most, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
 def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> keras.optimizers.schedules.CosineDecay:
     """Linear warm-up from 0 to `peak` over warmup_steps, then a cosine decay to 0."""
     if warmup_steps:
