@@ -1,5 +1,5 @@
 """The GPU-path switches, exercised on the CPU: MirroredStrategy over two logical CPU devices,
-two local MultiWorkerMirroredStrategy workers, and mixed precision."""
+two local MultiWorkerMirroredStrategy workers, XLA compilation, and mixed precision."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from conftest import ROOT, run_script
 # Dropout is set to 0: each replica draws its own masks, so with dropout no two set-ups agree.
 TRAIN = """
 import json, sys, numpy as np, tensorflow as tf
-strategy_name, weights, out = sys.argv[1], sys.argv[2], sys.argv[3]
+strategy_name, weights, out, jit = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "jit"
 if strategy_name == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -38,20 +38,21 @@ with strategy.scope():
     extractor = feature_extractor(model)
 features = extractor.predict(x, batch_size=8, verbose=0)
 head = model.get_layer("classifier")
-compile_model(head, 1e-2)
+compile_model(head, 1e-2, jit_compile=jit)
 common = dict(epochs=2, batch_size=16, seed=0, resume=False, log_dir=None)  # global: 2 x 8 when mirrored
 train(head, {"train": features, "val": features}, {"train": y, "val": y}, output=out + ".head.h5", **common)
 unfreeze(model, "block_16_expand")
-compile_model(model, 1e-3)
+compile_model(model, 1e-3, jit_compile=jit)
 train(model, {"train": x, "val": x}, {"train": y, "val": y}, output=out + ".tune.h5", **{**common, "epochs": 1})
 np.save(out, model.predict(x, verbose=0))
 print(json.dumps({"replicas": replicas}))
 """
 
 
-def run_training(strategy: str, weights: str, out, env: dict | None = None) -> subprocess.Popen:
+def run_training(strategy: str, weights: str, out, env: dict | None = None, jit: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **(env or {})}
-    return subprocess.Popen([sys.executable, "-c", TRAIN, strategy, weights, str(out)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-c", TRAIN, strategy, weights, str(out), "jit" if jit else "auto"],
+                            cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -61,14 +62,25 @@ def finish(process: subprocess.Popen) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_mirrored_over_two_devices_matches_one_device(weights, tmp_path):
+@pytest.fixture(scope="module")
+def single_device(weights, tmp_path_factory) -> np.ndarray:
+    """Predictions after training on one device, without XLA: what the other set-ups must match."""
+    out = tmp_path_factory.mktemp("single") / "one.npy"
+    assert finish(run_training("default", weights, out))["replicas"] == 1
+    single = np.load(out)
+    assert single.std(0).max() > 1e-3, "the predictions must depend on the input for these tests to mean anything"
+    return single
+
+
+def test_mirrored_over_two_devices_matches_one_device(single_device, weights, tmp_path):
     """Two replicas of batch 8 see what one device of batch 16 sees: the same gradients."""
-    one = finish(run_training("default", weights, tmp_path / "one.npy"))
-    two = finish(run_training("mirrored", weights, tmp_path / "two.npy"))
-    assert (one["replicas"], two["replicas"]) == (1, 2)
-    single, mirrored = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
-    assert single.std(0).max() > 1e-3, "the predictions must depend on the input for this test to mean anything"
-    np.testing.assert_allclose(mirrored, single, atol=1e-4)
+    assert finish(run_training("mirrored", weights, tmp_path / "two.npy"))["replicas"] == 2
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), single_device, atol=1e-4)
+
+
+def test_xla_compiled_training_matches_uncompiled(single_device, weights, tmp_path):
+    finish(run_training("default", weights, tmp_path / "xla.npy", jit=True))
+    np.testing.assert_allclose(np.load(tmp_path / "xla.npy"), single_device, atol=1e-4)
 
 
 def free_port() -> int:
