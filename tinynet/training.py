@@ -219,6 +219,7 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
     if first_epoch < epochs and not stopped_early:
         net.fit(epoch_batches(inputs["train"], labels["train"], batch_size, seed, first_epoch, epochs, augment),
                 epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=math.ceil(len(inputs["train"]) / batch_size),
+                shuffle=False,  # epoch_batches shuffles, reproducibly per epoch
                 validation_data=(inputs["val"], labels["val"]), callbacks=callbacks)
     else:
         checkpoint.on_train_end()
