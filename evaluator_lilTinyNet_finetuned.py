@@ -32,10 +32,9 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
+    out_dir = cli.make_folder(args.out_dir, "--out-dir")
     models = {path: load_saved_model(path) for path in args.models}  # every file checked before any work
     data = load_test_data(args.models, args.data_dir)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
     for path, model in models.items():

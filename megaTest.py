@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    if args.json:
+        cli.check_output(args.json, "--json", suffix=None)
     models = {path: load_saved_model(path) for path in args.models}  # every file checked before any work
     data = load_test_data(args.models, args.data_dir)
     images, labels = preprocess_data(data.x_test, data.y_test, data.num_classes)

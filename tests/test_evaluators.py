@@ -91,3 +91,13 @@ def test_a_missing_model_is_one_line_and_a_non_zero_exit(script, models, tmp_pat
     result = run_script(script, "--models", models[0], str(tmp_path / "cifar10_finetuned_lilTinyNet.h5"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "not found" in result.stderr and "python lilTinyNet_finetuner.py" in result.stderr
+
+
+@pytest.mark.parametrize(("script", "flags", "words"), [
+    ("megaTest.py", ["--json", "/nowhere/numbers.json"], "folder /nowhere does not exist"),
+    ("evaluator_lilTinyNet_finetuned.py", ["--out-dir", "/proc/reports"], "--out-dir /proc/reports: cannot write"),
+])
+def test_an_unwritable_output_stops_before_any_work(script, flags, words, models):
+    result = run_script(script, "--models", *models, *flags)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert words in result.stderr.strip().splitlines()[-1], result.stderr  # TensorFlow's C++ start-up lines precede it

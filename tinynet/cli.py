@@ -48,17 +48,28 @@ def fraction(text: str) -> float:
     return value
 
 
-def check_output(path: str) -> None:
+def check_output(path: str, flag: str = "--output", suffix: str | None = ".h5") -> None:
     """Refuse, before any work, an output the run could not write at the end."""
     output = Path(path)
-    if output.suffix != ".h5":
-        raise UserError(f"--output {path}: the model is saved as .h5; end the name with .h5")
+    if suffix and output.suffix != suffix:
+        raise UserError(f"{flag} {path}: the model is saved as {suffix}; end the name with {suffix}")
     if not output.parent.resolve().is_dir():
-        raise UserError(f"--output {path}: folder {output.parent} does not exist; create it first")
+        raise UserError(f"{flag} {path}: folder {output.parent} does not exist; create it first")
     try:  # ask the file system itself: permission bits say nothing for root or read-only mounts
         tempfile.TemporaryFile(dir=output.parent.resolve()).close()
     except OSError:
-        raise UserError(f"--output {path}: folder {output.parent} is not writable; choose another") from None
+        raise UserError(f"{flag} {path}: folder {output.parent} is not writable; choose another") from None
+
+
+def make_folder(path: str, flag: str) -> Path:
+    """Create an output folder now, so a bad one stops the run before any work."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot write there ({error.strerror}); choose another") from None
+    return folder
 
 
 def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> None:
