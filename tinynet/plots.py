@@ -10,6 +10,7 @@ import numpy as np
 
 matplotlib.use("Agg")  # files only: no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tinynet.evaluation import Evaluation  # noqa: E402
 from tinynet.training import read_sidecar  # noqa: E402
@@ -18,9 +19,10 @@ from tinynet.training import read_sidecar  # noqa: E402
 def prediction_grid(evaluation: Evaluation, images: np.ndarray, path: Path, count: int = 25) -> Path:
     """`count` test images, spread evenly over the test set (which is often sorted by class), with
     true and predicted class and confidence; mistakes in red."""
-    side = int(np.ceil(np.sqrt(count)))
     shown = np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)
-    figure, axes = plt.subplots(side, side, figsize=(2.2 * side, 2.4 * side))
+    columns = int(np.ceil(np.sqrt(len(shown))))
+    rows = int(np.ceil(len(shown) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows + 0.4), squeeze=False)
     for axis in np.ravel(axes):
         axis.axis("off")
     for axis, i in zip(np.ravel(axes), shown, strict=False):
@@ -80,8 +82,9 @@ def learning_curves(model_paths: list[str], path: Path) -> Path | None:
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.set_xlabel("epoch (base, then fine-tuning)")
         axis.set_ylabel(metric)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="lower right")
     return save(figure, path)
 
 
