@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--batch-size", type=cli.positive_int, default=128)
     group.add_argument("--learning-rate", type=cli.positive_float, default=1e-3,
                        help="Adam's initial rate, decayed along a cosine to 0 over --epochs")
+    group.add_argument("--patience", type=cli.positive_int, default=3,
+                       help="stop after this many epochs without a better validation accuracy")
     group.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                        help="run the frozen base on every image in every epoch, as the original did")
     group = parser.add_argument_group("output")
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"initial validation loss {first_loss:.3f} (chance: ln({data.num_classes}) = {chance:.3f})")
     with timed(times, "train"):
         run = train(net, inputs, labels, epochs=args.epochs, batch_size=batch_size, seed=args.seed,
-                    output=args.output, resume=args.resume, log_dir=args.log_dir)
+                    output=args.output, resume=args.resume, log_dir=args.log_dir, patience=args.patience)
     report_divergence(run)
 
     # Evaluate the best weights on validation, and once on test.

@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--batch-size", type=cli.positive_int, default=128)
     group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,
                        help="peak Adam rate, reached after one warm-up epoch (the head trained at 1e-3)")
+    group.add_argument("--patience", type=cli.positive_int, default=8,
+                       help="stop after this many epochs without a better validation accuracy; the cosine's "
+                            "last, low-rate epochs gain the most, so a short patience cuts off the best part")
     cli.add_run_args(group)
     add_device_args(parser)
     return parser.parse_args(argv)
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
                   jit_compile=jit_compile(args.jit))
     with timed(times, "train"):
         run = train(model, images, labels, epochs=args.epochs, batch_size=batch_size, seed=args.seed,
-                    output=args.output, resume=args.resume, log_dir=args.log_dir, augment=True)
+                    output=args.output, resume=args.resume, log_dir=args.log_dir, patience=args.patience,
+                    augment=True)
     report_divergence(run)
 
     # Evaluate the best weights, on un-augmented validation and test images.

@@ -39,7 +39,7 @@ with strategy.scope():
 features = extractor.predict(x, batch_size=8, verbose=0)
 head = model.get_layer("classifier")
 compile_model(head, 1e-2, jit_compile=jit)
-common = dict(epochs=2, batch_size=16, seed=0, resume=False, log_dir=None)  # global: 2 x 8 when mirrored
+common = dict(epochs=2, batch_size=16, seed=0, resume=False, log_dir=None, patience=3)  # global: 2 x 8 when mirrored
 train(head, {"train": features, "val": features}, {"train": y, "val": y}, output=out + ".head.h5", **common)
 unfreeze(model, "block_16_expand")
 compile_model(model, 1e-3, jit_compile=jit)

@@ -129,3 +129,25 @@ def test_many_steps_per_call_end_each_epoch_where_its_batches_end():
     expected = weights_at_epoch_ends(1)
     np.testing.assert_allclose(weights_at_epoch_ends(steps_per_call(12, 5)), expected, rtol=1e-6)
     assert not np.allclose(weights_at_epoch_ends(5)[0], expected[0])  # the trap is real
+
+
+def test_a_random_weights_base_fine_tunes_and_reloads_in_a_fresh_process(tiny_tree, tmp_path):
+    base, tuned = tmp_path / "base.h5", tmp_path / "tuned.h5"
+    made = run_script("lilTinyNet.py", "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",
+                      "--image-size", "32", "--epochs", "1", "--head", "gap", "--output", str(base))
+    assert made.returncode == 0, made.stderr[-3000:]
+    result = run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "1",
+                        "--unfreeze", "block_16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    code = f"""
+import json, keras
+from lilTinyNet import preprocess_data
+from tinynet.data import load_dataset
+data = load_dataset({str(tiny_tree)!r}, 32)
+model = keras.models.load_model({str(tuned)!r})
+print(json.dumps(model.evaluate(*preprocess_data(data.x_test, data.y_test, 3), verbose=0, return_dict=True)))
+"""
+    fresh = run_script("-c", code)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    recorded = json.loads(tuned.with_suffix(".json").read_text())["metrics"]["test"]
+    assert json.loads(fresh.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(recorded["accuracy"])

@@ -20,8 +20,6 @@ import tensorflow as tf
 from tinynet.data import Dataset, split_validation
 from tinynet.errors import UserError
 
-PATIENCE = 3  # epochs without a better validation accuracy before early stopping
-
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(m,) or (m, 1) integer labels to (m, num_classes) float32 one-hot rows."""
@@ -139,7 +137,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     stops training at once. At the end the best epoch's weights are put back into the model.
     """
 
-    def __init__(self, folder: Path, patience: int = PATIENCE):
+    def __init__(self, folder: Path, patience: int):
         super().__init__()
         self.folder, self.patience = folder, patience
         self.rows: list[dict[str, float]] = []
@@ -194,13 +192,14 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, epochs: int,
-          batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None,
+          batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None, patience: int,
           augment: bool = False) -> RunCheckpoint:
     """Fit `net` on the training split, validating each epoch; resumable from the output's state folder.
+    Stops early after `patience` epochs without a better validation accuracy.
 
     Returns the checkpoint callback: its rows are the per-epoch history (across a resume too),
     best_epoch says which weights the model now holds, and diverged whether the loss blew up."""
-    checkpoint = RunCheckpoint(state_dir(output))
+    checkpoint = RunCheckpoint(state_dir(output), patience)
     checkpoint.set_model(net)
     if not resume:
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
