@@ -20,15 +20,21 @@ from tinynet.evaluation import evaluate
 data = load_dataset({str(DATA)!r}, 128)
 x, y = preprocess_data(data.x_test, data.y_test)
 rows = []
-for path in {models!r}:
-    model = keras.models.load_model(path)
-    result = evaluate(path, model, x, y.argmax(1), data.class_names, 128)
-    model.predict(x[:128], batch_size=128, verbose=0)
+def predict_rate(model):
     start = time.perf_counter()
     model.predict(x, batch_size=128, verbose=0)
-    in_memory = len(x) / (time.perf_counter() - start)
-    rows.append({{"model": path, "accuracy": result.accuracy, "pass_images_per_s": result.images_per_second,
-                 "predict_in_memory_images_per_s": in_memory, "ratio": result.images_per_second / in_memory}})
+    return len(x) / (time.perf_counter() - start)
+for path in {models!r}:
+    model = keras.models.load_model(path)
+    # Alternate the two, 3 times each, and keep each one's best: the first passes in a fresh
+    # process pay one-off costs (memory pools, kernel set-up) that neither way should be charged.
+    passes, in_memory = [], []
+    for _ in range(3):
+        result = evaluate(path, model, x, y.argmax(1), data.class_names, 128)
+        passes.append(result.images_per_second)
+        in_memory.append(predict_rate(model))
+    rows.append({{"model": path, "accuracy": result.accuracy, "pass_images_per_s": passes,
+                 "predict_in_memory_images_per_s": in_memory, "ratio": max(passes) / max(in_memory)}})
 print(json.dumps({{"models": rows}}))
 """
     save("eval", python_json(code))
