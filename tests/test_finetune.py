@@ -108,8 +108,6 @@ def test_finetunes_the_shared_slice_with_the_shared_weights(base_run, tmp_path):
     assert info["data"]["train"] == 900 and info["metrics"]["test"]["accuracy"] > 0.3
 
 
-
-
 def test_many_steps_per_call_end_each_epoch_where_its_batches_end():
     # 12 steps an epoch: 5 steps per call would run 15, eating the next epoch's first batches, so
     # epoch ends (validation, checkpoints, resume) would drift; steps_per_call's divisor must not.

@@ -214,10 +214,14 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
             callbacks.append(keras.callbacks.TensorBoard(log_dir))
         else:
             print("note: tensorboard is not installed, so --log-dir gets epochs.csv only (pip install tensorboard)")
+    steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
+    if steps_per_epoch % net.steps_per_execution:  # one stream for all epochs: a call must not cross an epoch's end
+        raise ValueError(f"steps_per_execution {net.steps_per_execution} does not divide an epoch's "
+                         f"{steps_per_epoch} steps; compile with steps_per_call()")
     stopped_early = first_epoch and first_epoch - checkpoint.best_epoch >= checkpoint.patience
     if first_epoch < epochs and not stopped_early:
         net.fit(epoch_batches(inputs["train"], labels["train"], batch_size, seed, first_epoch, epochs, augment),
-                epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=math.ceil(len(inputs["train"]) / batch_size),
+                epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
                 shuffle=False,  # epoch_batches shuffles, reproducibly per epoch
                 validation_data=(inputs["val"], labels["val"]), callbacks=callbacks)
     else:
