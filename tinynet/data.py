@@ -164,7 +164,7 @@ def decode_image(data: bytes) -> np.ndarray | None:
                 width, height = image.size
                 if width * height > MAX_PIXELS or width < 1 or height < 1:
                     return None
-                return np.asarray(image.convert("RGB"))
+                return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
