@@ -61,8 +61,9 @@ def parse_args(argv: list[str] | None = None):
                        help="'imagenet', 'none' (random, for tests) or a path to a weights file")
     group.add_argument("--image-size", type=cli.positive_int, default=128,
                        help="images are resized to this inside the model (CIFAR-10 is 32)")
-    group.add_argument("--head", choices=HEADS, default="pooled",
-                       help="pooled: 2x2 pool + Dense(256); gap: global pool + linear; original: Flatten + Dense(1024)")
+    group.add_argument("--head", choices=HEADS, default="blocks",
+                       help="blocks: blocks 13 and 16, 2x2-pooled, + Dense(512); gap: global pool + linear; "
+                            "original: Flatten + Dense(1024)")
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=cli.positive_int, default=10, help="at most; early stopping may end sooner")
     group.add_argument("--batch-size", type=cli.positive_int, default=128)

@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None):
     group = parser.add_argument_group("fine-tuning")
     group.add_argument("--unfreeze", default="block_3",
                        help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
-                            "Conv_1 (the last conv only) or all")
+                            "Conv_1 (the last conv only; --head gap or original) or all")
     group.add_argument("--epochs", type=cli.positive_int, default=30, help="at most; early stopping may end sooner")
     group.add_argument("--batch-size", type=cli.positive_int, default=128)
     group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,

@@ -10,14 +10,15 @@ import pytest
 from conftest import class_images, run_script
 
 from lilTinyNet import preprocess_data
-from tinynet.model import build_model, compile_model, feature_extractor
+from tinynet.errors import UserError
+from tinynet.model import build_model, compile_model, feature_extractor, unfreeze
 from tinynet.training import extract_features, save_model, write_sidecar
 
 
 @pytest.fixture(scope="module")
 def model(weights):
     keras.utils.set_random_seed(0)
-    return build_model(3, image_size=64, alpha=0.35, weights=weights, head="pooled")
+    return build_model(3, image_size=64, alpha=0.35, weights=weights, head="blocks")
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,21 @@ def test_only_the_classifier_trains(model):
     assert model.input.dtype == "uint8"
 
 
+def test_the_default_head_reads_blocks_13_and_16_and_the_base_ends_there(model):
+    base = model.get_layer("mobilenetv2")
+    names = [layer.name for layer in base.layers]
+    assert len(base.outputs) == 2 and names[-1] == "block_16_project_BN" and "block_13_expand_relu" in names
+    assert "Conv_1" not in names
+    with pytest.raises(UserError, match="Conv_1 is not in this model's MobileNetV2, which ends at block_16_project_BN"):
+        unfreeze(model, "Conv_1")
+    assert base.trainable is False, "a refused unfreeze must change nothing"
+
+
 def test_cached_features_and_end_to_end_give_the_same_predictions(model, images):
     classifier = model.get_layer("classifier")
-    classifier.set_weights([np.random.default_rng(1).normal(0, 0.05, w.shape) for w in classifier.get_weights()])
+    rng = np.random.default_rng(1)
+    for weight in classifier.trainable_weights:  # not BatchNormalization's moving statistics
+        weight.assign(weight + rng.normal(0, 0.05, weight.shape))
     features = extract_features(feature_extractor(model), images, batch_size=10)
     from_features = classifier.predict(features, verbose=0)
     from_images = model.predict(images, batch_size=7, verbose=0)
