@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # a bench that runs in-process imports tinynet from this checkout
 SHARED = Path(os.environ.get("TINYNET_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data" / "cifar10-jpg-q75.tar.gz"
 WEIGHTS = SHARED / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
