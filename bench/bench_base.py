@@ -62,9 +62,9 @@ def main() -> None:
     name = f"base_{args.image_size}{'_' + args.tag if args.tag else ''}"
     with tempfile.TemporaryDirectory() as tmp:
         cached = run_stage(name, args.extra, Path(tmp), args.image_size)
-        for name, seconds in forward_pass_seconds(args.image_size).items():
-            cached[f"forward_pass_{name}_seconds"] = round(seconds, 1)
-            cached[f"stage_over_forward_pass_{name}"] = round(cached["times"]["total"] / seconds, 2)
+        for part, seconds in forward_pass_seconds(args.image_size).items():
+            cached[f"forward_pass_{part}_seconds"] = round(seconds, 1)
+            cached[f"stage_over_forward_pass_{part}"] = round(cached["times"]["total"] / seconds, 2)
         save(name, cached)
         if args.original:
             original = run_stage(f"original_{args.image_size}", ["--no-feature-cache", "--head", "original"],

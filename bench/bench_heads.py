@@ -20,7 +20,7 @@ from keras import layers
 
 from tinynet.data import load_dataset
 from tinynet.model import TAPS, build_base, classifier_layers, compile_model
-from tinynet.training import cosine_schedule, evaluate_splits, extract_features, split_data, steps_per_call, train
+from tinynet.training import cosine_schedule, evaluate_splits, split_data, steps_per_call, train
 
 IMAGE_SIZE, EPOCHS, BATCH_SIZE = 128, 10, 128
 MAPS = (*TAPS, "block_12_add", "block_15_add", "out_relu")  # out_relu: the base's own output, after Conv_1
@@ -53,7 +53,7 @@ def main() -> None:
     labels = {split: y for split, (_, y) in splits.items()}
     extractor = feature_maps()
     start = time.perf_counter()
-    features = {split: extract_features(extractor, x, BATCH_SIZE) for split, (x, _) in splits.items()}
+    features = {split: extractor.predict(x, batch_size=BATCH_SIZE, verbose=0) for split, (x, _) in splits.items()}
     result = {"forward_pass_seconds": round(time.perf_counter() - start, 1), "heads": []}
     steps = math.ceil(len(labels["train"]) / BATCH_SIZE)
     for name, (maps, make_layers) in HEADS.items():

@@ -121,7 +121,7 @@ def tiny_base(tiny_tree, weights, tmp_path_factory) -> Path:
     """A base model trained for two epochs on tiny_tree at 32 pixels."""
     output = tmp_path_factory.mktemp("tiny_base") / "cifar10_lilTinyNet.h5"
     result = run_script("lilTinyNet.py", "--data-dir", str(tiny_tree), "--alpha", "0.35", "--weights", weights,
-                        "--image-size", "32", "--epochs", "2", "--head", "gap", "--output", str(output))
+                        "--image-size", "32", "--epochs", "2", "--output", str(output))
     assert result.returncode == 0, result.stderr[-3000:]
     return output
 
