@@ -18,8 +18,9 @@ import numpy as np
 from common import DATA, WEIGHTS, save
 from keras import layers
 
+from lilTinyNet import HEAD_STEPS_PER_CALL
 from tinynet.data import load_dataset
-from tinynet.model import TAPS, build_base, classifier_layers, compile_model
+from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells
 from tinynet.training import cosine_schedule, evaluate_splits, split_data, steps_per_call, train
 
 IMAGE_SIZE, EPOCHS, BATCH_SIZE = 128, 10, 128
@@ -31,8 +32,7 @@ def feature_maps() -> keras.Model:
     image = keras.Input((None, None, 3), dtype="uint8")
     x = layers.Rescaling(1 / 127.5, offset=-1)(layers.Resizing(IMAGE_SIZE, IMAGE_SIZE)(image))
     maps = build_base(0.35, str(WEIGHTS), MAPS)(x, training=False)
-    pooled = {name: layers.Flatten()(layers.AveragePooling2D(64 * m.shape[1] // IMAGE_SIZE, padding="same")(m))
-              for name, m in zip(MAPS, maps, strict=True)}
+    pooled = {name: pooled_cells(m, IMAGE_SIZE, name) for name, m in zip(MAPS, maps, strict=True)}
     pooled["out_relu_global"] = layers.GlobalAveragePooling2D()(maps[-1])
     return keras.Model(image, pooled)
 
@@ -60,7 +60,8 @@ def main() -> None:
         inputs = {split: np.concatenate([f[m] for m in maps], axis=1) for split, f in features.items()}
         keras.utils.set_random_seed(0)
         net = keras.Sequential([keras.Input(inputs["train"].shape[1:]), *make_layers()])
-        compile_model(net, cosine_schedule(1e-3, EPOCHS * steps), steps_per_call(steps, 64), jit_compile=False)
+        compile_model(net, cosine_schedule(1e-3, EPOCHS * steps), steps_per_call(steps, HEAD_STEPS_PER_CALL),
+                      jit_compile=False)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             run = train(net, inputs, labels, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=0, output=f"{tmp}/h.h5",

@@ -87,15 +87,19 @@ def head_features(head: str, maps: keras.KerasTensor | list[keras.KerasTensor], 
     original: the original lilTinyNet's Flatten of the base's output.
     """
     if head == "blocks":
-        pooled = [layers.Flatten(name=f"{name}_flat")(
-                      layers.AveragePooling2D(64 * x.shape[1] // image_size, padding="same", name=f"{name}_pool")(x))
-                  for name, x in zip(TAPS, maps, strict=True)]
-        return layers.Concatenate(name="features")(pooled)
+        return layers.Concatenate(name="features")(
+            [pooled_cells(x, image_size, name) for name, x in zip(TAPS, maps, strict=True)])
     if head == "gap":
         return layers.GlobalAveragePooling2D(name="features")(maps)
     if head == "original":
         return layers.Flatten(name="features")(maps)
     raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
+
+
+def pooled_cells(x: keras.KerasTensor, image_size: int, name: str) -> keras.KerasTensor:
+    """A feature map averaged over 64x64-pixel cells of the resized image, flattened."""
+    pool = layers.AveragePooling2D(64 * x.shape[1] // image_size, padding="same", name=f"{name}_pool")
+    return layers.Flatten(name=f"{name}_flat")(pool(x))
 
 
 def classifier_layers(head: str, num_classes: int) -> list[keras.Layer]:
