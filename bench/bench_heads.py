@@ -3,8 +3,8 @@
     python bench/bench_heads.py
 
 One forward pass of the frozen alpha-0.35 base at 128 pixels gives every feature map the heads
-read; each head then trains as lilTinyNet.py trains it (10 epochs, batch 128, Adam from 1e-3 on a
-cosine, patience 3, best validation epoch kept). Results go to bench/results/heads.json.
+read; each head then trains as lilTinyNet.py trains it, with its defaults (10 epochs, batch 256, Adam
+from 2e-3 on a cosine, patience 3, best validation epoch kept). Results go to bench/results/heads.json.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import numpy as np
 from common import DATA, WEIGHTS, save
 from keras import layers
 
-from lilTinyNet import HEAD_STEPS_PER_CALL
+from lilTinyNet import HEAD_STEPS_PER_CALL, PASS_BATCH_SIZE, parse_args
 from tinynet.data import load_dataset
 from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells
 from tinynet.training import cosine_schedule, evaluate_splits, split_data, steps_per_call, train
 
-IMAGE_SIZE, EPOCHS, BATCH_SIZE = 128, 10, 128
+DEFAULTS = parse_args([])
+IMAGE_SIZE, EPOCHS, BATCH_SIZE = DEFAULTS.image_size, DEFAULTS.epochs, DEFAULTS.batch_size
 MAPS = (*TAPS, "block_12_add", "block_15_add", "out_relu")  # out_relu: the base's own output, after Conv_1
 
 
@@ -53,19 +54,19 @@ def main() -> None:
     labels = {split: y for split, (_, y) in splits.items()}
     extractor = feature_maps()
     start = time.perf_counter()
-    features = {split: extractor.predict(x, batch_size=BATCH_SIZE, verbose=0) for split, (x, _) in splits.items()}
+    features = {split: extractor.predict(x, batch_size=PASS_BATCH_SIZE, verbose=0) for split, (x, _) in splits.items()}
     result = {"forward_pass_seconds": round(time.perf_counter() - start, 1), "heads": []}
     steps = math.ceil(len(labels["train"]) / BATCH_SIZE)
     for name, (maps, make_layers) in HEADS.items():
         inputs = {split: np.concatenate([f[m] for m in maps], axis=1) for split, f in features.items()}
         keras.utils.set_random_seed(0)
         net = keras.Sequential([keras.Input(inputs["train"].shape[1:]), *make_layers()])
-        compile_model(net, cosine_schedule(1e-3, EPOCHS * steps), steps_per_call(steps, HEAD_STEPS_PER_CALL),
-                      jit_compile=False)
+        schedule = cosine_schedule(DEFAULTS.learning_rate, EPOCHS * steps)
+        compile_model(net, schedule, steps_per_call(steps, HEAD_STEPS_PER_CALL), jit_compile=False)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             run = train(net, inputs, labels, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=0, output=f"{tmp}/h.h5",
-                        resume=False, log_dir=None, patience=3)
+                        resume=False, log_dir=None, patience=DEFAULTS.patience)
             seconds = time.perf_counter() - start
         metrics = evaluate_splits(net, inputs, labels, BATCH_SIZE)
         result["heads"].append({"head": name, "features": inputs["train"].shape[1], "train_seconds": round(seconds, 1),
