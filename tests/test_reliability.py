@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import lilTinyNet
 import lilTinyNet_finetuner
-from tinynet import cli
+from tinynet import cli, native_stderr_held
 from tinynet.data import load_dataset
 from tinynet.errors import UserError
 from tinynet.training import check_free_space
@@ -101,6 +101,23 @@ def test_every_bad_input_is_one_line_and_exit_2(bad, tiny_tree, tiny_base, weigh
         assert exit_info.value.code == 2, (flags, err)
         assert words in err and err.startswith("error:"), (flags, err)
         assert len(err.splitlines()) == 1 and "Traceback" not in err, (flags, err)
+
+
+def test_native_stderr_is_held_and_shown_only_when_the_block_fails(capfd):
+    with native_stderr_held():
+        os.write(2, b"start-up noise\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError), native_stderr_held():
+        os.write(2, b"why it failed\n")
+        raise RuntimeError
+    assert capfd.readouterr().err == "why it failed\n"
+
+
+def test_a_user_error_is_all_that_stderr_shows(tmp_path):
+    """TensorFlow's C++ start-up lines would otherwise come first (tensorflow/tensorflow#100442)."""
+    result = run_script("lilTinyNet.py", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "m.h5"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: --data-dir {tmp_path / 'nowhere'} does not exist"]
 
 
 def test_a_model_for_other_classes_is_refused(tiny_base, shared_slice, tmp_path):
