@@ -120,6 +120,15 @@ def test_a_user_error_is_all_that_stderr_shows(tmp_path):
     assert result.stderr.splitlines() == [f"error: --data-dir {tmp_path / 'nowhere'} does not exist"]
 
 
+def test_tensorflows_start_up_lines_show_when_every_line_is_asked_for(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"}
+    result = subprocess.run([sys.executable, "lilTinyNet.py", "--data-dir", str(tmp_path / "nowhere")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and lines[-1] == f"error: --data-dir {tmp_path / 'nowhere'} does not exist"
+    assert len(lines) > 1, "TensorFlow logs at least its oneDNN notice on x86 at this level"
+
+
 def test_a_model_for_other_classes_is_refused(tiny_base, shared_slice, tmp_path):
     result = run_script("lilTinyNet_finetuner.py", "--base", str(tiny_base), "--data-dir", str(shared_slice),
                         "--output", str(tmp_path / "ft.h5"))

@@ -40,7 +40,8 @@ def native_stderr_held() -> Iterator[None]:
             os.close(saved)
 
 
-with native_stderr_held():
+# TF_CPP_MIN_LOG_LEVEL=0 asks for every line: then the start-up lines show too (why no GPU was found, say).
+with native_stderr_held() if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" else contextlib.nullcontext():
     import tensorflow
 
     tensorflow.config.list_physical_devices("GPU")  # the first probe of the GPU platform logs too

@@ -80,7 +80,8 @@ def jit_compile(choice: str) -> bool | str:
 def describe(strategy: tf.distribute.Strategy, policy: str) -> str:
     """One line on what the run uses, so a GPU that TensorFlow cannot see is noticed at once."""
     gpus = tf.config.list_physical_devices("GPU")
-    where = f"{len(gpus)} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
+    no_gpu = "the CPU (no GPU visible to TensorFlow; TF_CPP_MIN_LOG_LEVEL=0 shows its start-up log)"
+    where = f"{len(gpus)} GPU(s)" if gpus else no_gpu
     worker = json.loads(os.environ["TF_CONFIG"])["task"] if "TF_CONFIG" in os.environ else None
     cluster = f", worker {worker['index']}" if worker else ""
     return (f"devices: {where}, {strategy.num_replicas_in_sync} replica(s){cluster}, precision {policy}, "
