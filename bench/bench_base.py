@@ -34,6 +34,7 @@ def forward_pass_seconds(image_size: int) -> dict[str, float]:
     code = f"""
 import json, time
 import numpy as np
+from lilTinyNet import PASS_BATCH_SIZE
 from tinynet.data import load_dataset
 from tinynet.model import build_model, feature_extractor
 data = load_dataset({str(DATA)!r}, {image_size})
@@ -41,11 +42,11 @@ images = np.concatenate([data.x_train, data.x_test])
 seconds = {{}}
 for name, head in (("used", "blocks"), ("full", "gap")):
     extractor = feature_extractor(build_model(10, {image_size}, 0.35, {str(WEIGHTS)!r}, head))
-    extractor.predict(images[:256], batch_size=128, verbose=0)  # warm-up: build and trace
+    extractor.predict(images[:256], batch_size=PASS_BATCH_SIZE, verbose=0)  # warm-up: build and trace
     passes = []
     for _ in range(2):
         start = time.perf_counter()
-        extractor.predict(images, batch_size=128, verbose=0)
+        extractor.predict(images, batch_size=PASS_BATCH_SIZE, verbose=0)
         passes.append(time.perf_counter() - start)
     seconds[name] = min(passes)
 print(json.dumps(seconds))

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 import lilTinyNet
 import lilTinyNet_finetuner
-from tinynet import cli, native_stderr_held
+from tinynet import cli
+from tinynet.cli import native_stderr_held
 from tinynet.data import load_dataset
 from tinynet.errors import UserError
 from tinynet.training import check_free_space

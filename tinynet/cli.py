@@ -1,14 +1,49 @@
-"""Command-line plumbing shared by the scripts: common flags, and user errors as one line."""
+"""Command-line plumbing shared by the scripts: TensorFlow imported quietly, common flags, user errors as one line."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tinynet.errors import UserError
+
+
+@contextlib.contextmanager
+def native_stderr_held() -> Iterator[None]:
+    """Hold what C++ code writes to file descriptor 2, and show it only if the block fails.
+
+    Since 2.19, TensorFlow's start-up lines are written before its logging reads
+    TF_CPP_MIN_LOG_LEVEL (tensorflow/tensorflow#100442), so the variable cannot quiet them."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+# TF_CPP_MIN_LOG_LEVEL=0 asks for every line: then the start-up lines show too (why no GPU was found, say).
+with native_stderr_held() if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" else contextlib.nullcontext():
+    import tensorflow
+
+    tensorflow.config.list_physical_devices("GPU")  # the first probe of the GPU platform logs too
 
 
 def make_parser(doc: str) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tinynet.data import Dataset, load_dataset
-from tinynet.training import prefetched, read_sidecar
+from tinynet.training import in_batches, read_sidecar
 
 STANDARD_MODELS = ["cifar10_lilTinyNet.h5", "cifar10_finetuned_lilTinyNet.h5"]
 
@@ -86,7 +86,7 @@ class Evaluation:
 def evaluate(path: str, model: keras.Model, images: np.ndarray, labels: np.ndarray, class_names: list[str],
              batch_size: int) -> Evaluation:
     """One batched, prefetched pass of the model over the images."""
-    batches = prefetched(tf.data.Dataset.from_tensor_slices(images).batch(batch_size))
+    batches = in_batches(images, batch_size)
     model.predict(batches.take(1), verbose=0)  # warm-up: trace once, outside the timing
     start = time.perf_counter()
     probabilities = model.predict(batches, verbose=1)
