@@ -3,9 +3,11 @@
     python bench/bench_heads.py
 
 One forward pass of the frozen alpha-0.35 base at 128 pixels gives every feature map the heads
-read; each head then trains as lilTinyNet.py trains it, with its defaults (10 epochs, batch 256, Adam
-from 2e-3 on a cosine, patience 3, best validation epoch kept), once per seed: a few tenths of a point
-separate some heads, about what one seed moves them. Results go to bench/results/heads.json.
+read; each head then trains as lilTinyNet.py trains it, with its defaults (10 epochs, batch 256,
+Adam from 2e-3 on a cosine, patience 3, best validation epoch kept), once per seed: a few tenths of
+a point separate some heads, about what one seed moves them. "BatchNorm" is the default head's,
+with no scale and offset of its own (the Dense layer after it has them) unless a row says so.
+Results go to bench/results/heads.json.
 """
 
 from __future__ import annotations
@@ -46,11 +48,17 @@ def blocks_with_width(units: int) -> list[keras.Layer]:
     return [norm, layers.Dense(units, activation="relu"), dropout, predictions]
 
 
+def blocks_with_affine_norm() -> list[keras.Layer]:
+    """The default classifier with BatchNormalization's own scale and offset, as before."""
+    return [layers.BatchNormalization(), *classifier_layers("blocks", 10)[1:]]
+
+
 # name: (feature maps read, classifier)
 HEADS = {
     "gap: global pool of the base's output, linear": (["out_relu_global"], lambda: classifier_layers("gap", 10)),
     "the base's output, 2x2, BatchNorm + Dense(512)": (["out_relu"], lambda: classifier_layers("blocks", 10)),
     "blocks 13 and 16, 2x2, BatchNorm + Dense(512) (default)": (list(TAPS), lambda: classifier_layers("blocks", 10)),
+    "the same, BatchNorm with its own scale and offset": (list(TAPS), blocks_with_affine_norm),
     "blocks 13 and 16, 2x2, BatchNorm + Dense(384)": (list(TAPS), lambda: blocks_with_width(384)),
     "blocks 13 and 16, 2x2, BatchNorm + Dense(256)": (list(TAPS), lambda: blocks_with_width(256)),
     "blocks 13 and 16, 2x2, Dense(512) without BatchNorm": (list(TAPS), lambda: classifier_layers("blocks", 10)[1:]),
