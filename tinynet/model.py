@@ -108,7 +108,7 @@ def classifier_layers(head: str, num_classes: int) -> list[keras.Layer]:
     blocks: the tapped maps differ in scale by orders of magnitude: BatchNormalization evens them
       out before Dense(512) (without it validation accuracy fell from 0.80 to 0.77; see README).
       It has no scale and offset of its own: the Dense layer after it learns any, so they would add
-      nothing but the work of passing gradients back through Dense (a third of the head's time).
+      nothing but the work of passing gradients back through Dense (20-30% of the head's time).
     gap: a linear layer. original: Dense(1024), Dropout(0.5), as the original lilTinyNet.
     """
     # float32 even under mixed precision: a float16 softmax loses small probabilities
