@@ -8,4 +8,3 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras's absl warnings here are advice that does not apply: the .h5 format is required (the
 # original's file names), and a loaded model's metrics are built by its first evaluate().
 logging.getLogger("absl").setLevel(logging.ERROR)
-
