@@ -48,7 +48,7 @@ PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was 3% slower 
 
 def preprocess_data(X: np.ndarray, Y: np.ndarray, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """The original's helper: (m, 32, 32, 3) uint8 images and (m,) or (m, 1) labels to what
-    the saved model's evaluate() takes. The model resizes and scales images itself, so X only
+    the saved model's evaluate() takes. The model scales and resizes images itself, so X only
     becomes a uint8 array; Y becomes one-hot."""
     return np.asarray(X, dtype=np.uint8), one_hot(Y, num_classes)
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data: {len(images['train'])} train, {len(images['val'])} validation, {len(images['test'])} test "
           f"images of {data.x_train.shape[1:]}, {data.num_classes} classes, from {data.source}")
 
-    # Model: resize and scale inside, the frozen MobileNetV2, then the head.
+    # Model: scale and resize inside, the frozen MobileNetV2, then the head.
     with strategy.scope():
         model = build_model(data.num_classes, args.image_size, args.alpha, weights, args.head)
     check_free_space(args.output, space_needed(model))

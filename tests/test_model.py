@@ -55,6 +55,12 @@ def test_cached_features_and_end_to_end_give_the_same_predictions(model, images)
     np.testing.assert_allclose(from_images, from_features, atol=1e-5)
 
 
+def test_calling_the_model_predicts_what_predict_does(model, images):
+    # Keras's Resizing rounds uint8 images in eager calls only; the model must not depend on how it runs
+    eager = keras.ops.convert_to_numpy(model(images, training=False))
+    np.testing.assert_allclose(eager, model.predict(images, verbose=0), atol=1e-5)
+
+
 @pytest.mark.parametrize("head", ["gap", "original"])
 def test_every_head_has_a_cacheable_front(head, weights, images):
     model = build_model(3, image_size=64, alpha=0.35, weights=weights, head=head)
