@@ -23,7 +23,7 @@ from keras import layers
 
 from lilTinyNet import HEAD_STEPS_PER_CALL, PASS_BATCH_SIZE, parse_args
 from tinynet.data import load_dataset
-from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells
+from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells, scale_and_resize
 from tinynet.training import cosine_schedule, evaluate_splits, split_data, steps_per_call, train
 
 DEFAULTS = parse_args([])
@@ -35,8 +35,7 @@ MAPS = (*TAPS, "block_12_add", "block_15_add", "out_relu")  # out_relu: the base
 def feature_maps() -> keras.Model:
     """uint8 images to each map of MAPS averaged over 2x2 cells, and out_relu globally averaged."""
     image = keras.Input((None, None, 3), dtype="uint8")
-    x = layers.Rescaling(1 / 127.5, offset=-1)(layers.Resizing(IMAGE_SIZE, IMAGE_SIZE)(image))
-    maps = build_base(0.35, str(WEIGHTS), MAPS)(x, training=False)
+    maps = build_base(0.35, str(WEIGHTS), MAPS)(scale_and_resize(image, IMAGE_SIZE), training=False)
     pooled = {name: pooled_cells(m, IMAGE_SIZE, name) for name, m in zip(MAPS, maps, strict=True)}
     pooled["out_relu_global"] = layers.GlobalAveragePooling2D()(maps[-1])
     return keras.Model(image, pooled)

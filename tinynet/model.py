@@ -132,16 +132,23 @@ def build_model(
 ) -> keras.Model:
     """The full classifier on raw uint8 images, with the base frozen and in inference mode."""
     image = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
-    # Scale before resizing: both are linear, so the order changes nothing but the cost (16x fewer
-    # pixels to scale at 128) and Resizing's input, which must be float: called eagerly on uint8,
-    # Resizing rounds its output to uint8, while predict() and fit() keep it float.
-    x = layers.Rescaling(1 / 127.5, offset=-1, name="scale")(image)  # exactly mobilenet_v2.preprocess_input
-    x = layers.Resizing(image_size, image_size, name="resize")(x)
+    x = scale_and_resize(image, image_size)
     maps = build_base(alpha, weights, TAPS if head == "blocks" else ())(x, training=False)
     features = head_features(head, maps, image_size)
     classifier = keras.Sequential([keras.Input(features.shape[1:]), *classifier_layers(head, num_classes)],
                                   name="classifier")
     return keras.Model(image, classifier(features), name=f"lilTinyNet_{head}")
+
+
+def scale_and_resize(image: keras.KerasTensor, image_size: int) -> keras.KerasTensor:
+    """uint8 images to MobileNetV2's input: scaled to [-1, 1], then resized to image_size.
+
+    Scaling comes first: both are linear, so the order changes nothing but the cost (16x fewer
+    pixels to scale at 128) and Resizing's input, which must be float: called eagerly on uint8,
+    Resizing rounds its output to uint8, while predict() and fit() keep it float.
+    """
+    x = layers.Rescaling(1 / 127.5, offset=-1, name="scale")(image)  # exactly mobilenet_v2.preprocess_input
+    return layers.Resizing(image_size, image_size, name="resize")(x)
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
