@@ -144,8 +144,9 @@ def scale_and_resize(image: keras.KerasTensor, image_size: int) -> keras.KerasTe
     """uint8 images to MobileNetV2's input: scaled to [-1, 1], then resized to image_size.
 
     Scaling comes first: both are linear, so the order changes nothing but the cost (16x fewer
-    pixels to scale at 128) and Resizing's input, which must be float: called eagerly on uint8,
-    Resizing rounds its output to uint8, while predict() and fit() keep it float.
+    pixels to scale when 32-pixel images go to 128) and Resizing's input, which must be float:
+    called eagerly on uint8, Resizing rounds its output to uint8, while predict() and fit() keep
+    it float.
     """
     x = layers.Rescaling(1 / 127.5, offset=-1, name="scale")(image)  # exactly mobilenet_v2.preprocess_input
     return layers.Resizing(image_size, image_size, name="resize")(x)
