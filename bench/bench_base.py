@@ -31,7 +31,7 @@ from tinynet.data import BATCH_FILES, load_dataset
 
 
 def forward_pass_seconds(image_size: int) -> dict[str, float]:
-    """Seconds for one pass over all 60,000 images of resize + scale + the frozen base, both as far
+    """Seconds for one pass over all 60,000 images of scale + resize + the frozen base, both as far
     as the default head reads it ("used") and whole, MobileNetV2 with include_top=False ("full").
     Each is run as lilTinyNet.py runs its pass (extract_features), after a warm-up that builds and
     traces it, and is the faster of two passes, since a floor should not carry this machine's noise.
