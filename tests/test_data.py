@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -32,6 +34,21 @@ def test_image_tree_tarball_with_and_without_a_top_folder(tmp_path):
         assert data.class_names == CLASSES
         np.testing.assert_array_equal(data.x_train, reference.x_train)
         np.testing.assert_array_equal(data.y_test, reference.y_test)
+
+
+def test_an_uncompressed_tarball_loads_and_a_broken_one_is_refused(tmp_path):
+    tree = write_image_tree(tmp_path / "tree", {"train": 3, "test": 1})
+    with tarfile.open(tmp_path / "plain.tar", "w") as archive:
+        archive.add(tree, arcname=".")
+    np.testing.assert_array_equal(load_dataset(str(tmp_path / "plain.tar"), 32).x_train,
+                                  load_dataset(str(tree), 32).x_train)
+    whole = write_tarball(tree, tmp_path / "t.tar.gz").read_bytes()
+    broken = {"cut.tar.gz": whole[:len(whole) // 2], "text.tar.gz": b"not an archive",
+              "noise.tar.gz": gzip.compress(b"")[:10] + b"\xff" * 300}  # a gzip header, then no valid block
+    for name, content in broken.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError, match=f"{name} is neither a folder nor a readable .tar.gz"):
+            load_dataset(str(tmp_path / name), 32)
 
 
 def test_official_batches_folder_and_tarball(tmp_path):

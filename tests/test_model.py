@@ -55,6 +55,13 @@ def test_cached_features_and_end_to_end_give_the_same_predictions(model, images)
     np.testing.assert_allclose(from_images, from_features, atol=1e-5)
 
 
+def test_the_forward_pass_is_traced_once_though_its_last_batch_is_short(model, images):
+    extractor = feature_extractor(model)
+    features = extract_features(extractor, images, batch_size=10)  # 24 images: 10, 10, then 4
+    assert extractor.predict_function.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(features[20:], extractor.predict_on_batch(images[20:]))
+
+
 def test_calling_the_model_predicts_what_predict_does(model, images):
     # Keras's Resizing rounds uint8 images in eager calls only; the model must not depend on how it runs
     eager = keras.ops.convert_to_numpy(model(images, training=False))

@@ -5,11 +5,13 @@ Images stay uint8 at their stored size; the model resizes them batch by batch.
 
 from __future__ import annotations
 
+import gzip
 import io
 import pickle
 import re
 import tarfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 IMAGE_PATH = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/([^/]+)$")
 CLASS_FOLDER = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/?$")
 MAX_PIXELS = 50_000_000  # larger images are refused, not decoded: 50 Mpx of RGB is 150 MB
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 MAX_BAD_FRACTION = 0.01  # above 1% unreadable images the folder is broken, not noisy
 
 
@@ -78,12 +81,16 @@ def _list_files(path: Path) -> list[tuple[str, Callable[[], bytes] | None]]:
         found = sorted(p for p in path.rglob("*") if not p.name.startswith("."))
         return [(p.relative_to(path).as_posix(), p.read_bytes if p.is_file() else None)
                 for p in found if p.is_file() or p.is_dir()]
-    # A gzip stream cannot seek back cheaply: read every member once, in archive order.
+    # Read every member once, in archive order, from the archive decompressed in one go:
+    # tarfile reads a gzip stream in 512-byte pieces, which took 1 s longer for CIFAR-10.
     try:
-        with tarfile.open(path) as archive:
+        archive_bytes = path.read_bytes()
+        if archive_bytes.startswith(GZIP_MAGIC):
+            archive_bytes = gzip.decompress(archive_bytes)
+        with tarfile.open(fileobj=io.BytesIO(archive_bytes)) as archive:
             contents = [(m.name, archive.extractfile(m).read() if m.isfile() else None)
                         for m in archive if m.isfile() or m.isdir()]
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise UserError(f"--data-dir {path} is neither a folder nor a readable .tar.gz ({error})") from None
     return [(name, None if data is None else (lambda data=data: data)) for name, data in sorted(contents)]
 
