@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import tarfile
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import CLASSES, class_images, png_bytes, write_cifar_batches, write_image_tree, write_tarball
 from PIL import Image
 
-from tinynet.data import load_dataset, split_validation
+from tinynet.data import decode_image, decode_jpegs, load_dataset, split_validation
 from tinynet.errors import UserError
 
 
@@ -49,6 +50,24 @@ def test_an_uncompressed_tarball_loads_and_a_broken_one_is_refused(tmp_path):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(UserError, match=f"{name} is neither a folder nor a readable .tar.gz"):
             load_dataset(str(tmp_path / name), 32)
+
+
+def jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+def test_jpegs_of_one_size_decode_in_batches_to_pils_pixels():
+    images = [Image.fromarray(x) for x in [*class_images(0, 4), *class_images(1, 4)]]  # noise: every DCT detail shows
+    contents = ([jpeg_bytes(image, quality=75) for image in images[:4]]
+                + [jpeg_bytes(images[4].convert("L")), jpeg_bytes(images[5], progressive=True),
+                   jpeg_bytes(images[6], subsampling=0), jpeg_bytes(images[7].convert("CMYK"))])
+    np.testing.assert_array_equal(decode_jpegs(contents), np.stack([decode_image(data) for data in contents]))
+    # anything else is left to PIL, image by image
+    other_size = jpeg_bytes(Image.fromarray(class_images(0, 1, size=40)[0]))
+    for odd_one in (other_size, png_bytes(class_images(0, 1)[0]), contents[0][:300]):
+        assert decode_jpegs([*contents, odd_one]) is None
 
 
 def test_official_batches_folder_and_tarball(tmp_path):

@@ -30,6 +30,7 @@ IMAGE_PATH = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/([^/]+)$")
 CLASS_FOLDER = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/?$")
 MAX_PIXELS = 50_000_000  # larger images are refused, not decoded: 50 Mpx of RGB is 150 MB
 GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
+JPEG_MAGIC = b"\xff\xd8\xff"  # the first three bytes of every JPEG file
 MAX_BAD_FRACTION = 0.01  # above 1% unreadable images the folder is broken, not noisy
 
 
@@ -158,8 +159,41 @@ def _load_image_tree(files: list[tuple[str, Callable[[], bytes]]], image_size: i
 
 def _decode_all(items: list[tuple[str, str, Callable[[], bytes]]]) -> Iterator[tuple[str, str, np.ndarray | None]]:
     """Decode each file as RGB; a file that is not a readable image yields None."""
-    for name, class_name, read in items:
-        yield name, class_name, decode_image(read())
+    contents = [read() for _, _, read in items]
+    images = decode_jpegs(contents)
+    if images is None:
+        images = [decode_image(data) for data in contents]
+    for (name, class_name, _), image in zip(items, images, strict=True):
+        yield name, class_name, image
+
+
+def decode_jpegs(contents: list[bytes]) -> np.ndarray | None:
+    """JPEGs all of one size, as CIFAR-10's, decoded by TensorFlow in batches of a thousand, two at
+    once: 2.2x faster than PIL, which opens each image in Python. INTEGER_ACCURATE is libjpeg's
+    default, which PIL uses, so the pixels are PIL's. None for anything else (another format,
+    another size, an unreadable file): decode_image then handles each image on its own."""
+    if not contents or not all(data.startswith(JPEG_MAGIC) for data in contents):
+        return None
+    import tensorflow as tf
+
+    def decode(data: tf.Tensor) -> tf.Tensor:
+        # checked before decoding, so a huge image in the tree is never decoded here
+        same_size = tf.debugging.assert_equal(tf.io.extract_jpeg_shape(data)[:2], size)
+        with tf.control_dependencies([same_size]):
+            image = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+        return tf.ensure_shape(image, (*size, 3))
+
+    options = tf.data.Options()
+    options.autotune.enabled = False  # as in every pipeline here: see tinynet.training.prefetched
+    try:
+        size = tuple(int(n) for n in tf.io.extract_jpeg_shape(contents[0])[:2])
+        if size[0] * size[1] > MAX_PIXELS:
+            return None
+        batches = tf.data.Dataset.from_tensor_slices(contents).batch(1000).map(
+            lambda batch: tf.map_fn(decode, batch, fn_output_signature=tf.uint8), num_parallel_calls=2)
+        return np.concatenate(list(batches.with_options(options).as_numpy_iterator()))
+    except tf.errors.OpError:
+        return None
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
