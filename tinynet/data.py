@@ -169,7 +169,7 @@ def _decode_all(items: list[tuple[str, str, Callable[[], bytes]]]) -> Iterator[t
 
 def decode_jpegs(contents: list[bytes]) -> np.ndarray | None:
     """JPEGs all of one size, as CIFAR-10's, decoded by TensorFlow in batches of a thousand, two at
-    once: 2.2x faster than PIL, which opens each image in Python. INTEGER_ACCURATE is libjpeg's
+    once: about twice as fast as PIL, which opens each image in Python. INTEGER_ACCURATE is libjpeg's
     default, which PIL uses, so the pixels are PIL's. None for anything else (another format,
     another size, an unreadable file): decode_image then handles each image on its own."""
     if not contents or not all(data.startswith(JPEG_MAGIC) for data in contents):
