@@ -8,9 +8,11 @@
 
 The floor is one forward pass over all 60,000 images, run as lilTinyNet.py runs it, in a separate
 process of the same bench run, the faster of two: of the base as far as the default head reads it
-(to block 16), and of the whole base. `--format batches` first writes the shared JPEGs' pixels in
-the official python format, which keras.datasets.cifar10.load_data() reads, and also times what
-load_data() does on every call after its download: hash its archive, extract it again, read it.
+(to block 16), and of the whole base. Also the stage over the pass it made itself, trace included:
+timed minutes apart, the floors swing with a drifting machine, the stage's own pass does not.
+`--format batches` first writes the shared JPEGs' pixels in the official python format, which
+keras.datasets.cifar10.load_data() reads, and also times what load_data() does on every call
+after its download: hash its archive, extract it again, read it.
 Results go to bench/results/.
 """
 
@@ -128,6 +130,7 @@ def main() -> None:
             cached[f"forward_pass_{part}_seconds"] = round(floors[part], 1)
             cached[f"forward_pass_{part}_cores_busy"] = round(floors[f"{part}_cpu"] / floors[part], 2)
             cached[f"stage_over_forward_pass_{part}"] = round(cached["times"]["total"] / floors[part], 2)
+        cached["stage_over_its_own_pass"] = round(cached["times"]["total"] / cached["times"]["features"], 2)
         if args.format == "batches":
             cached["keras_load_data_reading_seconds"] = round(keras_reading_seconds(data), 1)
         save(name, cached)
