@@ -167,7 +167,7 @@ def _decode_all(items: list[tuple[str, str, Callable[[], bytes]]]) -> Iterator[t
         yield name, class_name, image
 
 
-def decode_jpegs(contents: list[bytes]) -> np.ndarray | None:
+def decode_jpegs(contents: list[bytes]) -> list[np.ndarray] | None:
     """JPEGs all of one size, as CIFAR-10's, decoded by TensorFlow in batches of a thousand, two at
     once: about twice as fast as PIL, which opens each image in Python. INTEGER_ACCURATE is libjpeg's
     default, which PIL uses, so the pixels are PIL's. None for anything else (another format,
@@ -191,7 +191,7 @@ def decode_jpegs(contents: list[bytes]) -> np.ndarray | None:
             return None
         batches = tf.data.Dataset.from_tensor_slices(contents).batch(1000).map(
             lambda batch: tf.map_fn(decode, batch, fn_output_signature=tf.uint8), num_parallel_calls=2)
-        return np.concatenate(list(batches.with_options(options).as_numpy_iterator()))
+        return [image for batch in batches.with_options(options).as_numpy_iterator() for image in batch]
     except tf.errors.OpError:
         return None
 
