@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import class_images, run_script
 
-from lilTinyNet import preprocess_data
+from lilTinyNet import check_cached_head_matches, preprocess_data
 from tinynet.errors import UserError
 from tinynet.model import build_model, compile_model, feature_extractor, unfreeze
 from tinynet.training import extract_features, save_model, write_sidecar
@@ -62,6 +62,16 @@ def test_the_forward_pass_is_traced_once_though_its_last_batch_is_short(model, i
     np.testing.assert_array_equal(features[20:], extractor.predict_on_batch(images[20:]))
 
 
+def test_the_assembled_model_is_checked_against_the_head_on_cached_features(model, images):
+    classifier = model.get_layer("classifier")
+    features = extract_features(feature_extractor(model), images, batch_size=10)
+    check_cached_head_matches(model, classifier, images, features)  # eager calls against the pass's graph
+    other = keras.models.clone_model(classifier)
+    other.set_weights([2 * w for w in classifier.get_weights()])
+    with pytest.raises(RuntimeError, match="disagrees with the head"):
+        check_cached_head_matches(model, other, images, features)
+
+
 def test_calling_the_model_predicts_what_predict_does(model, images):
     # Keras's Resizing rounds uint8 images in eager calls only; the model must not depend on how it runs
     eager = keras.ops.convert_to_numpy(model(images, training=False))
@@ -97,7 +107,7 @@ def test_saved_model_reloads_in_a_fresh_process_compiled_and_identical(model, im
     expected = model.predict(images, verbose=0)
     code = f"""
 import json, keras, numpy as np
-from lilTinyNet import preprocess_data
+from lilTinyNet import check_cached_head_matches, preprocess_data
 model = keras.models.load_model({str(path)!r})
 x, y = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'y.npy')!r})
 loss, accuracy = model.evaluate(*preprocess_data(x, y, 3), verbose=0)
