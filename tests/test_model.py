@@ -107,7 +107,7 @@ def test_saved_model_reloads_in_a_fresh_process_compiled_and_identical(model, im
     expected = model.predict(images, verbose=0)
     code = f"""
 import json, keras, numpy as np
-from lilTinyNet import check_cached_head_matches, preprocess_data
+from lilTinyNet import preprocess_data
 model = keras.models.load_model({str(path)!r})
 x, y = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'y.npy')!r})
 loss, accuracy = model.evaluate(*preprocess_data(x, y, 3), verbose=0)
