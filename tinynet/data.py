@@ -12,7 +12,7 @@ import re
 import tarfile
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +140,7 @@ def _load_image_tree(files: list[tuple[str, Callable[[], bytes]]], image_size: i
         )
     if len(train_classes) < 2:
         raise UserError(f"--data-dir {path} has {len(train_classes)} class folder; a classifier needs two or more")
-    decoded = {split: list(_decode_all(items)) for split, items in by_split.items()}
+    decoded = {split: _decode_all(items) for split, items in by_split.items()}
     _check_bad_images(decoded)
     arrays = {}
     for split, items in decoded.items():
@@ -157,14 +157,13 @@ def _load_image_tree(files: list[tuple[str, Callable[[], bytes]]], image_size: i
     return Dataset(x_train, y_train, x_test, y_test, train_classes, "")
 
 
-def _decode_all(items: list[tuple[str, str, Callable[[], bytes]]]) -> Iterator[tuple[str, str, np.ndarray | None]]:
-    """Decode each file as RGB; a file that is not a readable image yields None."""
+def _decode_all(items: list[tuple[str, str, Callable[[], bytes]]]) -> list[tuple[str, str, np.ndarray | None]]:
+    """Decode each file as RGB; a file that is not a readable image gets None."""
     contents = [read() for _, _, read in items]
     images = decode_jpegs(contents)
     if images is None:
         images = [decode_image(data) for data in contents]
-    for (name, class_name, _), image in zip(items, images, strict=True):
-        yield name, class_name, image
+    return [(name, class_name, image) for (name, class_name, _), image in zip(items, images, strict=True)]
 
 
 def decode_jpegs(contents: list[bytes]) -> list[np.ndarray] | None:
