@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import subprocess
 import tarfile
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from conftest import CLASSES, class_images, png_bytes, write_cifar_batches, write_image_tree, write_tarball
 from PIL import Image
 
-from tinynet.data import decode_image, decode_jpegs, load_dataset, split_validation
+from tinynet.data import _list_files, decode_image, decode_jpegs, load_dataset, split_validation
 from tinynet.errors import UserError
 
 
@@ -50,6 +51,22 @@ def test_an_uncompressed_tarball_loads_and_a_broken_one_is_refused(tmp_path):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(UserError, match=f"{name} is neither a folder nor a readable .tar.gz"):
             load_dataset(str(tmp_path / name), 32)
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar to write a sparse file")
+def test_a_sparse_file_in_a_tarball_reads_whole(tmp_path):
+    """Members are sliced from the archive in memory, but a sparse file is stored without its
+    holes: its bytes must come back as they were written."""
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    with open(folder / "sparse.bin", "wb") as file:
+        file.write(b"head")
+        file.seek(1 << 20)  # a hole of zeros
+        file.write(b"tail")
+    subprocess.run(["tar", "--sparse", "-czf", str(tmp_path / "t.tar.gz"), "-C", str(folder), "."], check=True)
+    with tarfile.open(tmp_path / "t.tar.gz") as archive:
+        assert archive.getmember("./sparse.bin").issparse()
+    assert dict(_list_files(tmp_path / "t.tar.gz"))["./sparse.bin"]() == (folder / "sparse.bin").read_bytes()
 
 
 def jpeg_bytes(image: Image.Image, **options) -> bytes:
