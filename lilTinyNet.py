@@ -23,23 +23,13 @@ import numpy as np
 
 from tinynet.data import load_dataset
 from tinynet.devices import add_device_args, jit_compile, set_up
-from tinynet.model import (
-    HEADS,
-    build_model,
-    check_base_settings,
-    compile_model,
-    count_weights,
-    feature_extractor,
-    feature_norm,
-    set_feature_statistics,
-)
+from tinynet.model import HEADS, build_model, check_base_settings, compile_model, count_weights, feature_extractor
 from tinynet.training import (
     check_free_space,
     cosine_schedule,
     evaluate_splits,
     extract_features,
     in_batches,
-    normalize_in_place,
     one_hot,
     report_divergence,
     run_info,
@@ -56,7 +46,6 @@ from tinynet.training import (
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
 PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was 3% slower here and took 440 MB more
 CHECK_IMAGES = 8  # called eagerly, the model holds all their activations at once: 32 took 0.9 GB at alpha 1.0
-NORM_SAMPLE = 5000  # training images whose features give the normalization's statistics without the cache
 
 
 def preprocess_data(X: np.ndarray, Y: np.ndarray, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +65,8 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--image-size", type=cli.positive_int, default=128,
                        help="images are resized to this inside the model (CIFAR-10 is 32)")
     group.add_argument("--head", choices=HEADS, default="blocks",
-                       help="blocks: blocks 13 and 16, 2x2-pooled, standardized, + Dense(512); "
-                            "gap: global pool + linear; original: Flatten + Dense(1024)")
+                       help="blocks: blocks 13 and 16, 2x2-pooled, + Dense(512); gap: global pool + linear; "
+                            "original: Flatten + Dense(1024)")
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=cli.positive_int, default=10, help="at most; early stopping may end sooner")
     group.add_argument("--batch-size", type=cli.positive_int, default=256,
@@ -124,30 +113,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     # What trains: with the feature cache, the classifier alone on features computed once;
     # without it, the whole model on images, every epoch going through the base again.
-    with strategy.scope():
-        extractor = feature_extractor(model)
-    pass_batch_size = PASS_BATCH_SIZE * strategy.num_replicas_in_sync
     if args.feature_cache:
         print("features: one forward pass of the frozen base over every image")
         with timed(times, "features"):
+            with strategy.scope():
+                extractor = feature_extractor(model)
+            pass_batch_size = PASS_BATCH_SIZE * strategy.num_replicas_in_sync
             inputs = {split: extract_features(extractor, x, pass_batch_size) for split, x in images.items()}
         net = model.get_layer("classifier")
     else:
         inputs, net = images, model
-
-    # The default head's features are standardized by their mean and variance over the training
-    # images, fixed here (see tinynet.model.feature_norm). The cache is standardized once, in place,
-    # so no training step spends time on it; end to end, a sample of the images gives the statistics.
-    norm = feature_norm(model)
-    if norm:
-        with timed(times, "normalize"):
-            if args.feature_cache:
-                set_feature_statistics(norm, inputs["train"])
-                for features in inputs.values():
-                    normalize_in_place(norm, features)
-            else:
-                sample = np.random.default_rng(args.seed).permutation(len(images["train"]))[:NORM_SAMPLE]
-                set_feature_statistics(norm, extract_features(extractor, images["train"][sample], pass_batch_size))
 
     # Train: Adam with a cosine decay, early stopping on validation accuracy, best weights kept.
     steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)

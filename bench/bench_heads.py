@@ -5,8 +5,8 @@
 One forward pass of the frozen alpha-0.35 base at 128 pixels gives every feature map the heads
 read; each head then trains as lilTinyNet.py trains it, with its defaults (10 epochs, batch 256,
 Adam from 2e-3 on a cosine, patience 3, best validation epoch kept), once per seed: a few tenths of
-a point separate some heads, about what one seed moves them. "BatchNorm" is the earlier default
-head's, with no scale and offset of its own (the Dense layer after it has them) unless a row says so.
+a point separate some heads, about what one seed moves them. "BatchNorm" is the default head's,
+with no scale and offset of its own (the Dense layer after it has them) unless a row says so.
 Results go to bench/results/heads.json.
 """
 
@@ -23,16 +23,8 @@ from keras import layers
 
 from lilTinyNet import HEAD_STEPS_PER_CALL, PASS_BATCH_SIZE, parse_args
 from tinynet.data import load_dataset
-from tinynet.model import (
-    TAPS,
-    build_base,
-    classifier_layers,
-    compile_model,
-    pooled_cells,
-    scale_and_resize,
-    set_feature_statistics,
-)
-from tinynet.training import cosine_schedule, evaluate_splits, normalize_in_place, split_data, steps_per_call, train
+from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells, scale_and_resize
+from tinynet.training import cosine_schedule, evaluate_splits, split_data, steps_per_call, train
 
 DEFAULTS = parse_args([])
 IMAGE_SIZE, EPOCHS, BATCH_SIZE = DEFAULTS.image_size, DEFAULTS.epochs, DEFAULTS.batch_size
@@ -51,53 +43,48 @@ def feature_maps() -> keras.Model:
 
 def blocks_with_width(units: int) -> list[keras.Layer]:
     """The default classifier with a narrower hidden layer."""
-    _, dropout, predictions = classifier_layers("blocks", 10)
-    return [layers.Dense(units, activation="relu"), dropout, predictions]
+    norm, _, dropout, predictions = classifier_layers("blocks", 10)
+    return [norm, layers.Dense(units, activation="relu"), dropout, predictions]
 
 
-def blocks() -> list[keras.Layer]:
-    return classifier_layers("blocks", 10)
+def blocks_with_affine_norm() -> list[keras.Layer]:
+    """The default classifier with BatchNormalization's own scale and offset, as before."""
+    return [layers.BatchNormalization(), *classifier_layers("blocks", 10)[1:]]
 
 
-# How the features are normalized before the classifier: "fixed" as lilTinyNet.py does (the training
-# features' mean and variance, applied once to the cache), "batch" by a BatchNormalization layer in
-# the classifier (no scale and offset of its own, the earlier default), "batch+affine" (with them), or not.
-FIXED, BATCH, BATCH_AFFINE, NONE = "fixed", "batch", "batch+affine", "none"
+def without_norm() -> list[keras.Layer]:
+    """The default classifier without its BatchNormalization."""
+    return classifier_layers("blocks", 10)[1:]
 
-# name: (feature maps read, normalization, classifier)
+
+# name: (feature maps read, classifier); a row whose classifier has no normalization of its own but
+# is named "fixed normalization" trains on features standardized once (see standardize)
 HEADS = {
-    "gap: global pool of the base's output, linear": (["out_relu_global"], NONE, lambda: classifier_layers("gap", 10)),
-    "the base's output, 2x2, BatchNorm + Dense(512)": (["out_relu"], BATCH, blocks),
-    "blocks 13 and 16, 2x2, fixed normalization + Dense(512) (default)": (list(TAPS), FIXED, blocks),
-    "blocks 13 and 16, 2x2, BatchNorm + Dense(512) (the earlier default)": (list(TAPS), BATCH, blocks),
-    "the same, BatchNorm with its own scale and offset": (list(TAPS), BATCH_AFFINE, blocks),
-    "blocks 13 and 16, 2x2, BatchNorm + Dense(384)": (list(TAPS), BATCH, lambda: blocks_with_width(384)),
-    "blocks 13 and 16, 2x2, BatchNorm + Dense(256)": (list(TAPS), BATCH, lambda: blocks_with_width(256)),
-    "blocks 13 and 16, 2x2, Dense(512) without normalization": (list(TAPS), NONE, blocks),
-    "blocks 12, 13, 15 and 16, 2x2, BatchNorm + Dense(512)": (list(MAPS[:4]), BATCH, blocks),
+    "gap: global pool of the base's output, linear": (["out_relu_global"], lambda: classifier_layers("gap", 10)),
+    "the base's output, 2x2, BatchNorm + Dense(512)": (["out_relu"], lambda: classifier_layers("blocks", 10)),
+    "blocks 13 and 16, 2x2, BatchNorm + Dense(512) (default)": (list(TAPS), lambda: classifier_layers("blocks", 10)),
+    "the same, BatchNorm with its own scale and offset": (list(TAPS), blocks_with_affine_norm),
+    "blocks 13 and 16, 2x2, fixed normalization + Dense(512)": (list(TAPS), without_norm),
+    "blocks 13 and 16, 2x2, BatchNorm + Dense(384)": (list(TAPS), lambda: blocks_with_width(384)),
+    "blocks 13 and 16, 2x2, BatchNorm + Dense(256)": (list(TAPS), lambda: blocks_with_width(256)),
+    "blocks 13 and 16, 2x2, Dense(512) without BatchNorm": (list(TAPS), without_norm),
+    "blocks 12, 13, 15 and 16, 2x2, BatchNorm + Dense(512)": (list(MAPS[:4]), lambda: classifier_layers("blocks", 10)),
 }
 
 
 def standardize(inputs: dict) -> None:
-    """Standardize the features in place, as lilTinyNet.py standardizes its cache."""
-    norm = layers.Normalization()
-    norm.build(inputs["train"].shape)
-    set_feature_statistics(norm, inputs["train"])
+    """In place, each feature by its mean and variance over the training features, plus
+    BatchNormalization's epsilon: the statistics a Normalization layer would fix before training,
+    in place of the per-batch ones BatchNormalization computes in every step."""
+    mean, std = inputs["train"].mean(0), np.sqrt(inputs["train"].var(0) + 1e-3)
     for x in inputs.values():
-        normalize_in_place(norm, x)
+        x -= mean
+        x /= std
 
 
-def batch_norm(normalization: str) -> list[keras.Layer]:
-    """The BatchNormalization to put before the classifier, if the row has one."""
-    if normalization in (BATCH, BATCH_AFFINE):
-        affine = normalization == BATCH_AFFINE
-        return [layers.BatchNormalization(center=affine, scale=affine)]
-    return []
-
-
-def train_head(inputs: dict, labels: dict, normalization: str, make_layers, seed: int) -> dict:
+def train_head(inputs: dict, labels: dict, make_layers, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
-    net = keras.Sequential([keras.Input(inputs["train"].shape[1:]), *batch_norm(normalization), *make_layers()])
+    net = keras.Sequential([keras.Input(inputs["train"].shape[1:]), *make_layers()])
     steps = math.ceil(len(labels["train"]) / BATCH_SIZE)
     schedule = cosine_schedule(DEFAULTS.learning_rate, EPOCHS * steps)
     compile_model(net, schedule, steps_per_call(steps, HEAD_STEPS_PER_CALL), jit_compile=False)
@@ -119,11 +106,11 @@ def main() -> None:
     start = time.perf_counter()
     features = {split: extractor.predict(x, batch_size=PASS_BATCH_SIZE, verbose=0) for split, (x, _) in splits.items()}
     result = {"forward_pass_seconds": round(time.perf_counter() - start, 1), "heads": []}
-    for name, (maps, normalization, make_layers) in HEADS.items():
+    for name, (maps, make_layers) in HEADS.items():
         inputs = {split: np.concatenate([f[m] for m in maps], axis=1) for split, f in features.items()}
-        if normalization == FIXED:
+        if "fixed normalization" in name:
             standardize(inputs)
-        runs = [train_head(inputs, labels, normalization, make_layers, seed) for seed in SEEDS]
+        runs = [train_head(inputs, labels, make_layers, seed) for seed in SEEDS]
         means = {key: round(float(np.mean([r[key] for r in runs])), 4)
                  for key in ("train_seconds", "val_accuracy", "test_accuracy")}
         result["heads"].append({"head": name, "features": inputs["train"].shape[1], **means, "runs": runs})

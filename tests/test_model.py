@@ -11,38 +11,19 @@ from conftest import class_images, run_script
 
 from lilTinyNet import check_cached_head_matches, preprocess_data
 from tinynet.errors import UserError
-from tinynet.model import (
-    VARIANCE_EPSILON,
-    build_model,
-    compile_model,
-    feature_extractor,
-    feature_norm,
-    set_feature_statistics,
-    unfreeze,
-)
-from tinynet.training import extract_features, normalize_in_place, save_model, write_sidecar
+from tinynet.model import build_model, compile_model, feature_extractor, unfreeze
+from tinynet.training import extract_features, save_model, write_sidecar
+
+
+@pytest.fixture(scope="module")
+def model(weights):
+    keras.utils.set_random_seed(0)
+    return build_model(3, image_size=64, alpha=0.35, weights=weights, head="blocks")
 
 
 @pytest.fixture(scope="module")
 def images():
     return np.concatenate([class_images(k, 8) for k in range(3)])
-
-
-@pytest.fixture(scope="module")
-def model(weights, images):
-    """The default model, its feature normalization adapted to these images as lilTinyNet.py adapts it."""
-    keras.utils.set_random_seed(0)
-    model = build_model(3, image_size=64, alpha=0.35, weights=weights, head="blocks")
-    set_feature_statistics(feature_norm(model), extract_features(feature_extractor(model), images, batch_size=10))
-    return model
-
-
-@pytest.fixture(scope="module")
-def features(model, images):
-    """The images' cached features, standardized in place as lilTinyNet.py leaves them."""
-    features = extract_features(feature_extractor(model), images, batch_size=10)
-    normalize_in_place(feature_norm(model), features)
-    return features
 
 
 def test_only_the_classifier_trains(model):
@@ -62,37 +43,12 @@ def test_the_default_head_reads_blocks_13_and_16_and_the_base_ends_there(model):
     assert base.trainable is False, "a refused unfreeze must change nothing"
 
 
-def test_the_default_head_standardizes_its_features_by_fixed_training_statistics(model, images, features):
-    raw = extract_features(feature_extractor(model), images, batch_size=10)
-    spread = raw.std(0)
-    live = spread > 0.1  # well above the epsilon added to the variance
-    assert spread[live].max() > 10 * spread[live].min(), "the tapped maps differ in scale: the reason to standardize"
-    np.testing.assert_allclose(features.mean(0), 0, atol=1e-4)
-    np.testing.assert_allclose(features.std(0), spread / np.sqrt(raw.var(0) + VARIANCE_EPSILON), rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(features.std(0)[live], 1, rtol=0.1)
-    norm = feature_norm(model)
-    assert norm.trainable_weights == [] and model.layers[-1].name == "classifier"
-    chunked = raw.copy()
-    normalize_in_place(norm, chunked, chunk=7)  # 24 rows: chunks of 7, 7, 7, 3
-    np.testing.assert_array_equal(chunked, keras.ops.convert_to_numpy(norm(raw)))
-
-
-def test_a_feature_constant_over_the_training_images_stays_bounded_when_it_wakes():
-    train = np.zeros((100, 2), dtype=np.float32)  # feature 1: a ReLU that never fired in training
-    train[:, 0] = np.random.default_rng(0).normal(3.0, 2.0, 100)
-    norm = keras.layers.Normalization()
-    norm.build(train.shape)
-    set_feature_statistics(norm, train)
-    woken = keras.ops.convert_to_numpy(norm(np.array([[3.0, 1.0]], dtype=np.float32)))
-    assert woken[0, 1] == pytest.approx(1 / np.sqrt(VARIANCE_EPSILON), rel=1e-3)  # 31.6, not 1e7
-    assert abs(woken[0, 0] - (3.0 - train[:, 0].mean()) / train[:, 0].std()) < 1e-3
-
-
-def test_cached_features_and_end_to_end_give_the_same_predictions(model, images, features):
+def test_cached_features_and_end_to_end_give_the_same_predictions(model, images):
     classifier = model.get_layer("classifier")
     rng = np.random.default_rng(1)
-    for weight in classifier.trainable_weights:
+    for weight in classifier.trainable_weights:  # not BatchNormalization's moving statistics
         weight.assign(weight + rng.normal(0, 0.05, weight.shape))
+    features = extract_features(feature_extractor(model), images, batch_size=10)
     from_features = classifier.predict(features, verbose=0)
     from_images = model.predict(images, batch_size=7, verbose=0)
     assert from_images.std(0).max() > 1e-3, "predictions must depend on the image for this test to mean anything"
@@ -106,8 +62,9 @@ def test_the_forward_pass_is_traced_once_though_its_last_batch_is_short(model, i
     np.testing.assert_array_equal(features[20:], extractor.predict_on_batch(images[20:]))
 
 
-def test_the_assembled_model_is_checked_against_the_head_on_cached_features(model, images, features):
+def test_the_assembled_model_is_checked_against_the_head_on_cached_features(model, images):
     classifier = model.get_layer("classifier")
+    features = extract_features(feature_extractor(model), images, batch_size=10)
     check_cached_head_matches(model, classifier, images, features)  # eager calls against the pass's graph
     other = keras.models.clone_model(classifier)
     other.set_weights([2 * w for w in classifier.get_weights()])
@@ -124,7 +81,6 @@ def test_calling_the_model_predicts_what_predict_does(model, images):
 @pytest.mark.parametrize("head", ["gap", "original"])
 def test_every_head_has_a_cacheable_front(head, weights, images):
     model = build_model(3, image_size=64, alpha=0.35, weights=weights, head=head)
-    assert feature_norm(model) is None, "only the default head standardizes its features"
     features = feature_extractor(model).predict(images[:4], verbose=0)
     np.testing.assert_allclose(model.get_layer("classifier").predict(features, verbose=0),
                                model.predict(images[:4], verbose=0), atol=1e-5)

@@ -148,13 +148,6 @@ def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int
     return features
 
 
-def normalize_in_place(norm: keras.layers.Normalization, features: np.ndarray, chunk: int = 8192) -> None:
-    """Apply the layer to cached features once, chunk by chunk, into the same array: the layer's own
-    arithmetic, so the assembled model computes exactly this, and no copy of the largest array of the run."""
-    for start in range(0, len(features), chunk):
-        features[start:start + chunk] = keras.ops.convert_to_numpy(norm(features[start:start + chunk]))
-
-
 class RunCheckpoint(keras.callbacks.Callback):
     """Early stopping with the best weights kept, made resumable.
 
