@@ -57,14 +57,15 @@ def without_norm() -> list[keras.Layer]:
     return classifier_layers("blocks", 10)[1:]
 
 
-# name: (feature maps read, classifier); a row whose classifier has no normalization of its own but
-# is named "fixed normalization" trains on features standardized once (see standardize)
+FIXED_NORM = "blocks 13 and 16, 2x2, fixed normalization + Dense(512)"  # on features standardized once
+
+# name: (feature maps read, classifier)
 HEADS = {
     "gap: global pool of the base's output, linear": (["out_relu_global"], lambda: classifier_layers("gap", 10)),
     "the base's output, 2x2, BatchNorm + Dense(512)": (["out_relu"], lambda: classifier_layers("blocks", 10)),
     "blocks 13 and 16, 2x2, BatchNorm + Dense(512) (default)": (list(TAPS), lambda: classifier_layers("blocks", 10)),
     "the same, BatchNorm with its own scale and offset": (list(TAPS), blocks_with_affine_norm),
-    "blocks 13 and 16, 2x2, fixed normalization + Dense(512)": (list(TAPS), without_norm),
+    FIXED_NORM: (list(TAPS), without_norm),
     "blocks 13 and 16, 2x2, BatchNorm + Dense(384)": (list(TAPS), lambda: blocks_with_width(384)),
     "blocks 13 and 16, 2x2, BatchNorm + Dense(256)": (list(TAPS), lambda: blocks_with_width(256)),
     "blocks 13 and 16, 2x2, Dense(512) without BatchNorm": (list(TAPS), without_norm),
@@ -108,7 +109,7 @@ def main() -> None:
     result = {"forward_pass_seconds": round(time.perf_counter() - start, 1), "heads": []}
     for name, (maps, make_layers) in HEADS.items():
         inputs = {split: np.concatenate([f[m] for m in maps], axis=1) for split, f in features.items()}
-        if "fixed normalization" in name:
+        if name == FIXED_NORM:
             standardize(inputs)
         runs = [train_head(inputs, labels, make_layers, seed) for seed in SEEDS]
         means = {key: round(float(np.mean([r[key] for r in runs])), 4)
