@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             check_cached_head_matches(model, net, images["test"][:CHECK_IMAGES], inputs["test"][:CHECK_IMAGES])
 
     # Save the full model, compiled for evaluate(), and beside it what made it.
-    compile_model(model, learning_rate)
+    compile_model(model, learning_rate, for_saving=True)
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = evaluate_splits(model, images, labels, batch_size)
 
     # Save, compiled for evaluate(), with the sidecar.
-    compile_model(model, learning_rate)
+    compile_model(model, learning_rate, for_saving=True)
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)

@@ -11,8 +11,8 @@ from conftest import class_images, run_script
 
 from lilTinyNet import check_cached_head_matches, preprocess_data
 from tinynet.errors import UserError
-from tinynet.model import build_model, compile_model, feature_extractor, unfreeze
-from tinynet.training import extract_features, save_model, write_sidecar
+from tinynet.model import FusedAdam, build_model, compile_model, feature_extractor, unfreeze
+from tinynet.training import extract_features, one_hot, save_model, write_sidecar
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_preprocess_data_keeps_the_original_contract():
 
 
 def test_saved_model_reloads_in_a_fresh_process_compiled_and_identical(model, images, tmp_path):
-    compile_model(model, 1e-3)
+    compile_model(model, 1e-3, for_saving=True)
     path = tmp_path / "model.h5"
     save_model(model, path)
     write_sidecar(path, {"stage": "test"})
@@ -121,3 +121,20 @@ print(json.dumps({{"compiled": model.compiled, "loss": loss, "accuracy": accurac
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-6)
     loss, accuracy = model.evaluate(*preprocess_data(images, np.repeat(np.arange(3), 8), 3), verbose=0)
     assert reloaded["accuracy"] == pytest.approx(accuracy) and reloaded["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_fused_adam_takes_the_steps_keras_adam_takes():
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32)
+    y = one_hot(np.arange(32) % 4, 4)
+    weights = []
+    for optimizer in (keras.optimizers.Adam, FusedAdam):
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="softmax")])
+        initial = net.get_weights()
+        net.compile(optimizer=optimizer(keras.optimizers.schedules.CosineDecay(1e-2, 8)),
+                    loss="categorical_crossentropy")
+        net.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)  # 8 steps, bias correction included
+        weights.append(net.get_weights())
+    assert not np.allclose(weights[0][0], initial[0], atol=1e-3), "Adam must have moved the weights"
+    for keras_adam, fused in zip(*weights, strict=True):
+        np.testing.assert_allclose(fused, keras_adam, atol=1e-6)
