@@ -2,7 +2,7 @@
 
     python bench/bench_finetune.py                  # bench configuration; trains the base first if needed
 
-Models go to bench/results/models/ (not committed); numbers to bench/results/finetune.json.
+Models go to bench/results/models/ (not committed); numbers to bench/results/finetune[_TAG].json.
 """
 
 from __future__ import annotations
@@ -45,14 +45,16 @@ print(json.dumps({{"pipeline_images_per_s": pipeline, "in_memory_images_per_s": 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tag", default="", help="added to the result's name")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the fine-tuner")
     args = parser.parse_args()
+    name = "_".join(["finetune", *([args.tag] if args.tag else [])])
     base, output = MODELS / "cifar10_lilTinyNet.h5", MODELS / "cifar10_finetuned_lilTinyNet.h5"
     if not base.exists():
         run_child(["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", "0.35", "--weights", str(WEIGHTS),
                    "--output", str(base)], RESULTS / "finetune_base.log")
     command = ["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(output), *args.extra]
-    result = {"command": "python " + " ".join(command), **run_child(command, RESULTS / "finetune.log")}
+    result = {"command": "python " + " ".join(command), **run_child(command, RESULTS / f"{name}.log")}
     info = json.loads(output.with_suffix(".json").read_text())
     result.update(times=info["times"], metrics=info["metrics"], base_metrics=info["base_metrics"],
                   curve=[{k: row[k] for k in ("epoch", "seconds", "accuracy", "val_accuracy")}
@@ -60,7 +62,7 @@ def main() -> None:
     result["contract_test"] = contract_accuracy(output)
     result["contract_test_base"] = contract_accuracy(base)
     result["throughput"] = throughput(str(base), 60, info["settings"]["batch_size"], info["settings"]["unfreeze"])
-    save("finetune", result)
+    save(name, result)
 
 
 if __name__ == "__main__":
