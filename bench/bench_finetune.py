@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="added to the result's name")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the fine-tuner")
     args = parser.parse_args()
-    name = "_".join(["finetune", *([args.tag] if args.tag else [])])
+    name = f"finetune_{args.tag}" if args.tag else "finetune"
     base, output = MODELS / "cifar10_lilTinyNet.h5", MODELS / "cifar10_finetuned_lilTinyNet.h5"
     if not base.exists():
         run_child(["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", "0.35", "--weights", str(WEIGHTS),
