@@ -1,228 +1,262 @@
-"""CIFAR-10 style data: the Keras download, or an offline copy in one of four layouts.
+"""Data sets: the Keras CIFAR-10 download, its official batches, or a user's folder of images.
 
-Images stay uint8 at their stored size; the model resizes them batch by batch.
+A folder or archive holds one of these layouts (with or without one top folder around it):
+
+    train/<class>/*  test/<class>/*                 test/ is the test set
+    train/<class>/*  val/<class>/*                  val/ (or valid/, validation/) is the test set
+    train/<class>/*  val/<class>/*  test/<class>/*  val/ is the validation set, test/ the test set
+    <class>/*                                       validation and test sets are carved from it
+
+Validation sets that the layout does not give are carved from the training images by split_data,
+stratified and seeded. Images stay uint8; photos are made square at the model's size when read.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
+import os
 import pickle
 import posixpath
-import re
-import tarfile
 import warnings
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from tinynet.errors import UserError
+from tinynet.images import SQUARE_METHODS, decode_image, decode_jpegs, image_shape, is_image_name
+from tinynet.sources import Reader, list_files
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 ]
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # what keras.datasets.cifar10 fetches
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-IMAGE_PATH = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/([^/]+)$")
-CLASS_FOLDER = re.compile(r"(?:^|.*/)(train|test)/([^/]+)/?$")
-MAX_PIXELS = 50_000_000  # larger images are refused, not decoded: 50 Mpx of RGB is 150 MB
-GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
-JPEG_MAGIC = b"\xff\xd8\xff"  # the first three bytes of every JPEG file
+HELD_OUT_FOLDERS = {"test": "test", "val": "val", "valid": "val", "validation": "val"}  # folder name: split
 MAX_BAD_FRACTION = 0.01  # above 1% unreadable images the folder is broken, not noisy
+SIZE_SAMPLE = 200  # images whose size is read to choose the default image size
+PHOTO_SIZE = 224  # MobileNetV2's native input, where its ImageNet features were learnt
+UPSCALE = 4  # small images are upscaled 4x by default, as the original upscaled CIFAR-10's 32 pixels to 128
+
+
+@dataclass
+class Part:
+    """The images of one folder of the source (train/, test/ or val/, or the only one)."""
+
+    images: np.ndarray  # (n, h, w, 3) uint8
+    labels: np.ndarray  # (n,) int
+    files: list[str] = field(default_factory=list)  # path of each image in the source; empty for CIFAR batches
 
 
 @dataclass
 class Dataset:
-    x_train: np.ndarray  # (n, h, w, 3) uint8
-    y_train: np.ndarray  # (n,) int
-    x_test: np.ndarray
-    y_test: np.ndarray
+    parts: dict[str, Part]  # "train", and "val" and "test" where the layout gives them
     class_names: list[str]
     source: str
+    image_size: int  # the model's input size: given, or chosen from the images
+    layout: str  # the layout in words, for the log
+    square: str = "crop"  # how photos were made square (tinynet.images.square_image)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
-def load_dataset(data_dir: str | None, image_size: int) -> Dataset:
-    """Load CIFAR-10 from Keras (data_dir None) or from an offline copy.
+def load_dataset(data_dir: str | None, image_size: int | None = None, square: str = "crop") -> Dataset:
+    """Load CIFAR-10 from Keras (data_dir None) or a folder or archive in one of the layouts above,
+    or the official `cifar-10-batches-py` folder or `cifar-10-python.tar.gz`.
 
-    data_dir may be the official `cifar-10-batches-py` folder or `cifar-10-python.tar.gz`,
-    or an image-folder tree `train/<class>/*`, `test/<class>/*`, as a folder or a `.tar.gz`.
-    Folder images of mixed sizes are resized to image_size, since one array needs one size.
-    """
+    image_size None chooses it from the images (default_image_size). Images that are not squares
+    of at most image_size pixels are made square by `square` at image_size as they are read."""
+    if square not in SQUARE_METHODS:
+        raise ValueError(f"unknown square method {square!r}")
     if data_dir is None:
-        import keras
-
-        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-        return Dataset(x_train, y_train.ravel(), x_test, y_test.ravel(), CIFAR10_CLASSES, "keras")
+        return _keras_cifar10(image_size)
     path = Path(data_dir)
     if not path.exists():
         raise UserError(f"--data-dir {path} does not exist")
-    if path.is_dir() and (path / "cifar-10-batches-py").is_dir():
-        path = path / "cifar-10-batches-py"
-    files = _list_files(path)
-    names = {posixpath.basename(name) for name, _ in files}  # Path(name).name took 0.13 s more for 60,000
+    files = list_files(path)
+    names = {posixpath.basename(name) for name, _ in files}  # Path(name).name is slower for 60,000
     if names.issuperset(BATCH_FILES):
-        dataset = _load_batches(files)
+        dataset = _load_batches(files, image_size or default_image_size([(32, 32)]))
     else:
-        dataset = _load_image_tree(files, image_size, path)
-    dataset.source = str(path)
+        dataset = _load_image_tree(files, image_size, square, path)
+    dataset.source, dataset.square = str(path), square
     return dataset
 
 
-def _list_files(path: Path) -> list[tuple[str, Callable[[], bytes] | None]]:
-    """Every regular file under a folder or inside a tarball, as (relative name, reader);
-    folders come as (name, None), so that an empty class folder is seen too."""
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if not p.name.startswith("."))
-        return [(p.relative_to(path).as_posix(), p.read_bytes if p.is_file() else None)
-                for p in found if p.is_file() or p.is_dir()]
-    # Read every member once, in archive order, from the archive decompressed in one go:
-    # tarfile reads a gzip stream in 512-byte pieces, which took 1 s longer for CIFAR-10.
+def _keras_cifar10(image_size: int | None) -> Dataset:
+    """keras.datasets.cifar10, downloaded once into $KERAS_HOME/datasets."""
+    import keras
+
     try:
-        archive_bytes = path.read_bytes()
-        if archive_bytes.startswith(GZIP_MAGIC):
-            archive_bytes = gzip.decompress(archive_bytes)
-        with tarfile.open(fileobj=io.BytesIO(archive_bytes)) as archive:
-            contents = [(m.name, _member_bytes(archive, archive_bytes, m) if m.isfile() else None)
-                        for m in archive if m.isfile() or m.isdir()]
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-        raise UserError(f"--data-dir {path} is neither a folder nor a readable .tar.gz ({error})") from None
-    return [(name, None if data is None else (lambda data=data: data)) for name, data in sorted(contents)]
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as error:  # urllib, ssl, proxies and Keras's own checks each raise their own kinds
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"could not download CIFAR-10 from {CIFAR10_URL} ({reason}); offline, pass "
+                        "--data-dir with a copy (that archive, its cifar-10-batches-py folder, or image folders)"
+                        ) from None
+    parts = {"train": Part(x_train, y_train.ravel()), "test": Part(x_test, y_test.ravel())}
+    return Dataset(parts, CIFAR10_CLASSES, "keras", image_size or default_image_size([(32, 32)]),
+                   "the Keras download")
 
 
-def _member_bytes(archive: tarfile.TarFile, archive_bytes: bytes, member: tarfile.TarInfo) -> bytes:
-    """A file's bytes, sliced from the archive in memory (extractfile() took 0.3 s longer for
-    CIFAR-10); a sparse file's bytes are not stored in one piece, so tarfile reassembles them."""
-    if member.issparse():
-        return archive.extractfile(member).read()
-    return archive_bytes[member.offset_data:member.offset_data + member.size]
+def default_image_size(shapes: list[tuple[int, int]]) -> int:
+    """The model's input size for images of these (height, width): 4x small images, as the original
+    did for CIFAR-10, in steps of 32 pixels; photos at MobileNetV2's native 224."""
+    side = float(np.median([min(shape) for shape in shapes]))
+    return int(min(PHOTO_SIZE, max(32, 32 * round(UPSCALE * side / 32))))
 
 
-def _load_batches(files: list[tuple[str, Callable[[], bytes]]]) -> Dataset:
+def _load_batches(files: list[tuple[str, Reader | None]], image_size: int) -> Dataset:
     """The official python batches: pickled dicts of 3072-byte rows, channels first."""
-    readers = {posixpath.basename(name): read for name, read in files}
+    readers = {posixpath.basename(name): read for name, read in files if read}
 
     def unpickle(name: str) -> dict:
         return pickle.loads(readers[name](), encoding="bytes")
 
-    def images_and_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def part(names: list[str]) -> Part:
         batches = [unpickle(name) for name in names]
         x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         y = np.concatenate([b[b"labels"] for b in batches])
-        return np.ascontiguousarray(x, dtype=np.uint8), y.astype(np.int64)
+        return Part(np.ascontiguousarray(x, dtype=np.uint8), y.astype(np.int64))
 
-    x_train, y_train = images_and_labels(BATCH_FILES[:5])
-    x_test, y_test = images_and_labels(BATCH_FILES[5:])
     class_names = CIFAR10_CLASSES
     if "batches.meta" in readers:
         class_names = [n.decode() for n in unpickle("batches.meta")[b"label_names"]]
-    return Dataset(x_train, y_train, x_test, y_test, class_names, "")
+    parts = {"train": part(BATCH_FILES[:5]), "test": part(BATCH_FILES[5:])}
+    return Dataset(parts, class_names, "", image_size, "the official CIFAR-10 batches")
 
 
-def _load_image_tree(files: list[tuple[str, Callable[[], bytes]]], image_size: int, path: Path) -> Dataset:
-    """train/<class>/* and test/<class>/*: class names from the folders, in sorted order."""
-    by_split: dict[str, list[tuple[str, str, Callable[[], bytes]]]] = {"train": [], "test": []}
-    folders: dict[str, set[str]] = {"train": set(), "test": set()}
-    for name, read in files:
-        match = (CLASS_FOLDER if read is None else IMAGE_PATH).match(name)
-        if match:
-            split, class_name = match.groups()[:2]
-            folders[split].add(class_name)
-            if read is not None:
-                by_split[split].append((name, class_name, read))
-    if not by_split["train"] or not by_split["test"]:
-        raise UserError(
-            f"--data-dir {path} is in no known layout: expected cifar-10-batches-py, "
-            "cifar-10-python.tar.gz, or train/<class>/* and test/<class>/* image folders"
-        )
-    train_classes, test_classes = sorted(folders["train"]), sorted(folders["test"])
-    if train_classes != test_classes:
-        raise UserError(
-            f"--data-dir {path}: test classes {test_classes} differ from train classes {train_classes}"
-        )
-    if len(train_classes) < 2:
-        raise UserError(f"--data-dir {path} has {len(train_classes)} class folder; a classifier needs two or more")
-    decoded = {split: _decode_all(items) for split, items in by_split.items()}
-    _check_bad_images(decoded)
-    arrays = {}
-    for split, items in decoded.items():
-        good = [(c, img) for _, c, img in items if img is not None]
-        for class_name in train_classes:
-            if not any(c == class_name for c, _ in good):
-                raise UserError(f"--data-dir {path}: class folder {split}/{class_name} has no images")
-        arrays[split] = [img for _, img in good], np.array([train_classes.index(c) for c, _ in good])
-    all_images = arrays["train"][0] + arrays["test"][0]
-    if len({img.shape for img in all_images}) > 1:
-        for split, (images, labels) in arrays.items():
-            arrays[split] = [_resize(img, image_size) for img in images], labels
-    (x_train, y_train), (x_test, y_test) = [(np.stack(arrays[s][0]), arrays[s][1]) for s in ("train", "test")]
-    return Dataset(x_train, y_train, x_test, y_test, train_classes, "")
+def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | None, square: str,
+                     path: Path) -> Dataset:
+    """Class folders, in one of the layouts of this module's docstring; class names in sorted order."""
+    images = [(name, read) for name, read in files if read and is_image_name(name)]
+    others = [name for name, read in files if read and not is_image_name(name)]
+    top = _top_folder(images)
+    images = [(name[len(top):], read) for name, read in images]
+    folders = [name[len(top):] for name, read in files if read is None and name.startswith(top)]
+    layout, prefixes, by_part, class_folders, stray = _sort_into_parts(images, folders, path)
+    if others or stray:
+        skipped = [*others, *(top + name for name in stray)]
+        print(f"note: skipped {len(skipped)} file(s) that are not images in class folders: "
+              + ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else ""))
+    class_names = _check_classes(class_folders, prefixes, path)
+    _check_not_empty(by_part, class_names, prefixes, path)
+    if image_size is None:
+        everything = [item for items in by_part.values() for item in items]
+        sample = everything[::max(1, len(everything) // SIZE_SAMPLE)]
+        image_size = default_image_size([s for s in (image_shape(read()) for _, _, read in sample) if s] or [(32, 32)])
+    decoded = {part: _decode_all(items, image_size, square) for part, items in by_part.items()}
+    _check_bad_images(decoded, top)
+    parts = {}
+    for part, items in decoded.items():
+        good = [(name, class_name, image) for name, class_name, image in items if image is not None]
+        _check_not_empty({part: good}, class_names, prefixes, path)
+        parts[part] = Part(_stacked([image for _, _, image in good], image_size),
+                           np.array([class_names.index(class_name) for _, class_name, _ in good]),
+                           [top + name for name, _, _ in good])
+    if len({part.images.shape[1:] for part in parts.values()}) > 1:
+        parts = {name: Part(_stacked(list(part.images), image_size, force=True), part.labels, part.files)
+                 for name, part in parts.items()}
+    return Dataset(parts, class_names, "", image_size, layout)
 
 
-def _decode_all(items: list[tuple[str, str, Callable[[], bytes]]]) -> list[tuple[str, str, np.ndarray | None]]:
-    """Decode each file as RGB; a file that is not a readable image gets None."""
+def _top_folder(images: list[tuple[str, Reader]]) -> str:
+    """The folders that wrap the whole tree, as 'flowers5/' (most archives have one), or ''.
+    A folder named like a split (train, test, val) is part of the layout, never a wrapper."""
+    top = ""
+    while True:
+        rest = [name[len(top):] for name, _ in images]
+        firsts = {name.split("/")[0] for name in rest}
+        if len(firsts) != 1 or any("/" not in name for name in rest):
+            return top
+        first = firsts.pop()
+        if first.lower() in ("train", *HELD_OUT_FOLDERS):
+            return top
+        top += first + "/"
+
+
+def _sort_into_parts(images: list[tuple[str, Reader]], folders: list[str], path: Path):
+    """Which part and class each image belongs to, by the layout its top-level folders show.
+    Returns the layout in words, each part's folder ('train/', or '' for one folder per class),
+    {part: [(name, class, reader)]}, {part: class folders seen}, and images outside class folders."""
+    tops = {name.split("/")[0] for name, _ in images if "/" in name}
+    splits = {top: "train" if top.lower() == "train" else HELD_OUT_FOLDERS.get(top.lower()) for top in tops}
+    if any(splits.values()):
+        named = Counter(splits.values())
+        if None in named or "train" not in named or max(named.values()) > 1:
+            raise UserError(_unknown_layout(path, f"found folders {', '.join(sorted(tops))}"))
+        if set(named) == {"train", "val"}:  # train/ and val/: val/ is what the model is tested on
+            splits = {top: "test" if split == "val" else split for top, split in splits.items()}
+        order = ("train", "val", "test")
+        named_tops = sorted(splits.items(), key=lambda item: order.index(item[1]))
+        layout = " and ".join(f"{top}/ ({split})" for top, split in named_tops)
+        depth = 1
+    else:
+        splits, layout, depth = {"": "train"}, "one folder per class (validation and test carved from it)", 0
+    prefixes = {split: f"{top}/" if top else "" for top, split in splits.items()}
+    by_part: dict[str, list] = {split: [] for split in prefixes}
+    class_folders: dict[str, set[str]] = {split: set() for split in prefixes}
+    stray = []
+    for name, read in images:
+        pieces = name.split("/")
+        if len(pieces) < depth + 2:
+            stray.append(name)
+            continue
+        split = splits[pieces[0] if depth else ""]
+        by_part[split].append((name, pieces[depth], read))
+        class_folders[split].add(pieces[depth])
+    for pieces in (name.split("/") for name in folders):
+        if len(pieces) == depth + 1 and (pieces[0] if depth else "") in splits:
+            class_folders[splits[pieces[0] if depth else ""]].add(pieces[depth])
+    if not any(by_part.values()):
+        raise UserError(_unknown_layout(path, "found no images in class folders"))
+    return layout, prefixes, by_part, class_folders, stray
+
+
+def _unknown_layout(path: Path, found: str) -> str:
+    return (f"--data-dir {path} is in no known layout ({found}): expected class folders <class>/*, or "
+            "train/<class>/* with test/ and/or val/ beside it, or cifar-10-batches-py")
+
+
+def _check_classes(class_folders: dict[str, set[str]], prefixes: dict[str, str], path: Path) -> list[str]:
+    """The class names, the same in every part, at least two."""
+    classes = sorted(class_folders["train"])
+    for part, names in class_folders.items():
+        if sorted(names) != classes:
+            raise UserError(f"--data-dir {path}: {prefixes[part] or part} classes {sorted(names)} differ from "
+                            f"train classes {classes}")
+    if len(classes) < 2:
+        raise UserError(f"--data-dir {path} has {len(classes)} class folder; a classifier needs two or more")
+    return classes
+
+
+def _check_not_empty(by_part: dict[str, list], class_names: list[str], prefixes: dict[str, str], path: Path) -> None:
+    for part, items in by_part.items():
+        missing = set(class_names) - {class_name for _, class_name, _ in items}
+        if missing:
+            raise UserError(f"--data-dir {path}: class folder {prefixes[part]}{min(missing)} has no images")
+
+
+def _decode_all(items: list[tuple[str, str, Reader]], image_size: int, square: str
+                ) -> list[tuple[str, str, np.ndarray | None]]:
+    """Decode each file as RGB at image_size; a file that is not a readable image gets None.
+    JPEGs that TensorFlow can decode in batches are; the others by PIL, on every core."""
     contents = [read() for _, _, read in items]
-    images = decode_jpegs(contents)
+    images = decode_jpegs(contents, image_size)
     if images is None:
-        images = [decode_image(data) for data in contents]
+        with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL releases the GIL while it decodes and resizes
+            images = list(pool.map(lambda data: decode_image(data, image_size, square), contents))
     return [(name, class_name, image) for (name, class_name, _), image in zip(items, images, strict=True)]
 
 
-def decode_jpegs(contents: list[bytes]) -> list[np.ndarray] | None:
-    """JPEGs all of one size, as CIFAR-10's, decoded by TensorFlow in batches of a thousand, two at
-    once: about twice as fast as PIL, which opens each image in Python. INTEGER_ACCURATE is libjpeg's
-    default, which PIL uses, so the pixels are PIL's. None for anything else (another format,
-    another size, an unreadable file): decode_image then handles each image on its own."""
-    if not contents or not all(data.startswith(JPEG_MAGIC) for data in contents):
-        return None
-    import tensorflow as tf
-
-    def decode(data: tf.Tensor) -> tf.Tensor:
-        # checked before decoding, so a huge image in the tree is never decoded here
-        same_size = tf.debugging.assert_equal(tf.io.extract_jpeg_shape(data)[:2], size)
-        with tf.control_dependencies([same_size]):
-            image = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
-        return tf.ensure_shape(image, (*size, 3))
-
-    options = tf.data.Options()
-    options.autotune.enabled = False  # as in every pipeline here: see tinynet.training.prefetched
-    try:
-        size = tuple(int(n) for n in tf.io.extract_jpeg_shape(contents[0])[:2])
-        if size[0] * size[1] > MAX_PIXELS:
-            return None
-        # a tensor first: given a list, tf.data inspects every item in Python (0.55 s for 60,000)
-        batches = tf.data.Dataset.from_tensor_slices(tf.constant(contents)).batch(1000).map(
-            lambda batch: tf.map_fn(decode, batch, fn_output_signature=tf.uint8), num_parallel_calls=2)
-        return [image for batch in batches.with_options(options).as_numpy_iterator() for image in batch]
-    except tf.errors.OpError:
-        return None
-
-
-def decode_image(data: bytes) -> np.ndarray | None:
-    """RGB uint8 pixels of an encoded image, or None if it is not a readable, sane image."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS or width < 1 or height < 1:
-                    return None
-                return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
-
-
-def _check_bad_images(decoded: dict[str, list[tuple[str, str, np.ndarray | None]]]) -> None:
+def _check_bad_images(decoded: dict[str, list[tuple[str, str, np.ndarray | None]]], top: str) -> None:
     """Skip a few unreadable images with a warning; refuse a folder where more than 1% are bad."""
     total = sum(len(items) for items in decoded.values())
-    bad = [name for items in decoded.values() for name, _, img in items if img is None]
+    bad = [top + name for items in decoded.values() for name, _, img in items if img is None]
     if not bad:
         return
     listed = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
@@ -231,19 +265,105 @@ def _check_bad_images(decoded: dict[str, list[tuple[str, str, np.ndarray | None]
     warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total}: {listed}", stacklevel=2)
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+def _stacked(images: list[np.ndarray], size: int, force: bool = False) -> np.ndarray:
+    """One array; squares of different sizes (all below `size`) are first resized to `size`."""
+    if force or len({image.shape for image in images}) > 1:
+        from PIL import Image
+
+        images = [image if image.shape[:2] == (size, size) else
+                  np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)) for image in images]
+    return np.stack(images)
 
 
-def split_validation(labels: np.ndarray, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation indices: each class gives the same fraction to validation."""
-    rng = np.random.default_rng(seed)
-    train_idx, val_idx = [], []
+# Splits ----------------------------------------------------------------------------------------
+
+MIN_HELD_OUT_PER_CLASS = 20  # a split with fewer images per class measures accuracy in coarse steps
+HELD_OUT_RANGE = (0.1, 0.25)  # the fractions of the training images a carved split may take
+
+
+@dataclass
+class Splits:
+    """Train, validation and test images with integer labels; the fraction of the training images
+    carved into validation and test, and which files went there (recorded in the sidecar, so that
+    later stages and the evaluators see the same split)."""
+
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    fractions: dict[str, float]
+    carved: dict[str, list[str]]
+
+
+def held_out_fraction(labels: np.ndarray) -> float:
+    """The default fraction to carve for validation or test: 10% of a large set, more of a small
+    one so that each class keeps MIN_HELD_OUT_PER_CLASS images where it can, at most 25%."""
+    smallest = int(np.bincount(labels).min())
+    return float(np.clip(MIN_HELD_OUT_PER_CLASS / max(smallest, 1), *HELD_OUT_RANGE))
+
+
+def split_data(data: Dataset, val_split: float | None, test_split: float | None, seed: int,
+               recorded: dict[str, list[str]] | None = None) -> Splits:
+    """Validation and test sets as the layout gives them, else carved from the training images:
+    stratified, seeded, test first; a fraction of None is held_out_fraction's. With `recorded`,
+    the files a base run carved go where they went."""
+    train = data.parts["train"]
+    indices = np.arange(len(train.labels))
+    chosen: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+    carved: dict[str, list[str]] = {}
+    fractions: dict[str, float] = {}
+    for split, fraction, salt in (("test", test_split, 1), ("val", val_split, 0)):
+        if split in data.parts:
+            part = data.parts[split]
+            chosen[split] = part.images, part.labels, part.files
+            continue
+        fraction = fractions[split] = fraction or held_out_fraction(train.labels)
+        if recorded and split in recorded:
+            mask = _recorded_mask([train.files[i] for i in indices], recorded[split], split)
+        else:
+            rng = np.random.default_rng(seed if salt == 0 else (seed, salt))
+            mask = np.isin(np.arange(len(indices)), stratified_pick(train.labels[indices], fraction, rng))
+        picked, indices = indices[mask], indices[~mask]
+        files = [train.files[i] for i in picked] if train.files else []
+        chosen[split] = train.images[picked], train.labels[picked], files
+        if files:
+            carved[split] = files
+    chosen["train"] = train.images[indices], train.labels[indices], []
+    return Splits({s: chosen[s][0] for s in ("train", "val", "test")},
+                  {s: chosen[s][1] for s in ("train", "val", "test")}, fractions, carved)
+
+
+def data_record(data: Dataset, splits: Splits, seed: int) -> dict:
+    """What the sidecar keeps of the data: enough for load_recorded to rebuild the same split."""
+    return {"source": data.source, "layout": data.layout, "image_size": data.image_size, "square": data.square,
+            "seed": seed, **{f"{split}_split": f for split, f in splits.fractions.items()},
+            **{split: len(labels) for split, labels in splits.labels.items()}, "carved": splits.carved}
+
+
+def load_recorded(record: dict, data_dir: str | None = None) -> tuple[Dataset, Splits]:
+    """The data and split a model was trained on, from its sidecar's data record (or data_dir)."""
+    source = data_dir or record.get("source")
+    data = load_dataset(None if source in (None, "keras") else source, record.get("image_size"),
+                        record.get("square", "crop"))
+    return data, split_data(data, record.get("val_split"), record.get("test_split"), record.get("seed", 0),
+                            record.get("carved") if not data_dir or data_dir == record.get("source") else None)
+
+
+def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of `fraction` of each class's images, at least one per class."""
+    picked = []
     for label in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == label))
-        n_val = int(round(val_split * len(idx)))
-        val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+        picked.append(idx[:max(1, int(round(fraction * len(idx))))])
+    return np.sort(np.concatenate(picked))
+
+
+def _recorded_mask(files: list[str], recorded: list[str], split: str) -> np.ndarray:
+    mask = np.isin(np.array(files, dtype=object), np.array(recorded, dtype=object))
+    if mask.sum() != len(recorded):
+        raise UserError(f"{len(recorded) - int(mask.sum())} of the {len(recorded)} images that the base run held "
+                        f"out for {split} are no longer in the data: train the base model again on this data")
+    return mask
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(m,) or (m, 1) integer labels to (m, num_classes) float32 one-hot rows."""
+    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels).reshape(-1)]
