@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         model.summary()
 
         # One pass over the test set; every number and picture below comes from it.
-        result = evaluate(path, model, data.x_test, data.y_test, data.class_names, args.batch_size)
+        result = evaluate(path, model, data.images, data.labels, data.class_names, args.batch_size)
         print(f"test loss {result.loss:.4f}, accuracy {result.accuracy:.4f}, top-3 accuracy {result.top3_accuracy:.4f}")
         print(table(result.per_class(), [("class", "class", ""), ("precision", "precision", ".3f"),
                                          ("recall", "recall", ".3f"), ("f1", "F1", ".3f"), ("support", "n", "d")]))
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
         # Pictures.
         name = Path(path).stem
-        written += [plots.prediction_grid(result, data.x_test, out_dir / f"{name}_predictions.png", args.grid),
+        written += [plots.prediction_grid(result, data.images, out_dir / f"{name}_predictions.png", args.grid),
                     plots.confusion_matrix(result, out_dir / f"{name}_confusion.png"),
                     plots.architecture(model, out_dir / f"{name}_architecture.png")]
 

@@ -1,13 +1,14 @@
-"""lilTinyNet, stage 1: a CIFAR-10 classifier on a frozen, ImageNet-pretrained MobileNetV2.
+"""lilTinyNet, stage 1: an image classifier on a frozen, ImageNet-pretrained MobileNetV2.
 
-    python lilTinyNet.py                      # Keras CIFAR-10 download, MobileNetV2 alpha 1.0
-    python lilTinyNet.py --data-dir ../shared/data/cifar10-jpg-q75.tar.gz --alpha 0.35 \\
-        --weights ../shared/keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5
+    python lilTinyNet.py                                  # CIFAR-10 through Keras, MobileNetV2 alpha 1.0
+    python lilTinyNet.py --data-dir my_photos.zip         # your own images: class folders, see --help
 
 The base is frozen, so its output for an image never changes: one forward pass computes the
-features of every image, and the head trains on those for as many epochs as it needs.
-Writes cifar10_lilTinyNet.h5 and cifar10_lilTinyNet.json (settings, history, metrics, times).
-Measured results (test accuracy, wall time) are in README.md.
+features of every image, and only the head trains, on those. Its kind fits the set's size: up to
+a few thousand images, a linear layer on the globally pooled features, fitted to convergence
+for several L2 penalties and the best kept on validation; on more, the blocks head, trained in
+epochs of mini-batches. Writes cifar10_lilTinyNet.h5 and its .json sidecar (settings, the data
+and its split, history, metrics, times). Results to expect are in README.md.
 """
 
 from __future__ import annotations
@@ -21,22 +22,31 @@ from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
 import keras
 import numpy as np
 
-from tinynet.data import load_dataset
-from tinynet.devices import add_device_args, jit_compile, set_up
-from tinynet.model import HEADS, build_model, check_base_settings, compile_model, count_weights, feature_extractor
+from tinynet.data import data_record, load_dataset, one_hot, split_data
+from tinynet.devices import add_device_args, jit_compile, scaled, set_up
+from tinynet.images import SQUARE_METHODS
+from tinynet.linear_head import MAX_IMAGES, PENALTIES, fit_linear_head
+from tinynet.model import (
+    HEADS,
+    MIN_IMAGE_SIZE,
+    build_model,
+    check_base_settings,
+    compile_model,
+    count_weights,
+    feature_extractor,
+    with_classifier,
+)
 from tinynet.training import (
     check_free_space,
     cosine_schedule,
     evaluate_splits,
     extract_features,
     in_batches,
-    one_hot,
     report_divergence,
     run_info,
     save_model,
     sidecar_path,
     space_needed,
-    split_data,
     steps_per_call,
     timed,
     train,
@@ -45,6 +55,8 @@ from tinynet.training import (
 
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
 PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was 3% slower here and took 440 MB more
+EPOCHS = 10  # the head's default epochs on a large set such as CIFAR-10
+MIN_HEAD_STEPS = 1000  # on fewer images, more epochs: a head needs about this many steps (bench_own_data)
 CHECK_IMAGES = 8  # called eagerly, the model holds all their activations at once: 32 took 0.9 GB at alpha 1.0
 
 
@@ -62,19 +74,27 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     group.add_argument("--weights", default="imagenet",
                        help="'imagenet', 'none' (random, for tests) or a path to a weights file")
-    group.add_argument("--image-size", type=cli.positive_int, default=128,
-                       help="images are resized to this inside the model (CIFAR-10 is 32)")
-    group.add_argument("--head", choices=HEADS, default="blocks",
-                       help="blocks: blocks 13 and 16, 2x2-pooled, + Dense(512); gap: global pool + linear; "
-                            "original: Flatten + Dense(1024)")
-    group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=cli.positive_int, default=10, help="at most; early stopping may end sooner")
+    group.add_argument("--image-size", type=cli.positive_int, default=None,
+                       help="images are resized to this inside the model; default: 4x small images "
+                            "(CIFAR-10's 32 to 128), photos at MobileNetV2's native 224")
+    group.add_argument("--square", choices=SQUARE_METHODS, default="crop",
+                       help="how a photo that is not square becomes square: its centre square, padded "
+                            "with grey, or stretched")
+    group.add_argument("--head", choices=("auto", *HEADS), default="auto",
+                       help=f"auto: gap up to {MAX_IMAGES} training images, else blocks. blocks: blocks 13 and "
+                            "16, 2x2-pooled, + Dense(512); gap: global pool + linear layer, its L2 penalty "
+                            "chosen on validation; original: Flatten + Dense(1024)")
+    group = parser.add_argument_group("training (blocks and original heads)")
+    group.add_argument("--epochs", type=cli.positive_int, default=None,
+                       help=f"at most; default {EPOCHS}, more on a small set so that the head trains at "
+                            f"least {MIN_HEAD_STEPS} steps; early stopping may end sooner")
     group.add_argument("--batch-size", type=cli.positive_int, default=256,
                        help="cached features (or images, with --no-feature-cache) per training step")
     group.add_argument("--learning-rate", type=cli.positive_float, default=2e-3,
                        help="Adam's initial rate, decayed along a cosine to 0 over --epochs")
-    group.add_argument("--patience", type=cli.positive_int, default=3,
-                       help="stop after this many epochs without a better validation accuracy")
+    group.add_argument("--patience", type=cli.positive_int, default=None,
+                       help="stop after this many epochs without a better validation accuracy; "
+                            "default: 3, or a third of --epochs when that is more")
     group.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                        help="run the frozen base on every image in every epoch, as the original did")
     group = parser.add_argument_group("output")
@@ -88,25 +108,28 @@ def parse_args(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     weights = None if args.weights == "none" else args.weights
-    check_base_settings(args.alpha, weights, args.image_size)
+    check_base_settings(args.alpha, weights, args.image_size or MIN_IMAGE_SIZE)
     cli.check_output(args.output)
-    strategy, batch_size, learning_rate = set_up(args)
+    strategy = set_up(args)
+    batch_size, learning_rate = scaled(strategy, args.batch_size, args.learning_rate)
     times: dict[str, float] = {}
     started = time.perf_counter()
 
-    # Data: uint8 images at their stored size; validation is carved from the training set,
-    # so the test set is touched once, for the final report.
+    # Data: uint8 images, photos made square at the model's size; validation (and test, if the
+    # layout has none) carved from the training images, so the test set is touched once, at the end.
     with timed(times, "load_data"):
-        data = load_dataset(args.data_dir, args.image_size)
-    splits = split_data(data, args.val_split, args.seed)
-    images = {split: x for split, (x, _) in splits.items()}
-    labels = {split: y for split, (_, y) in splits.items()}
+        data = load_dataset(args.data_dir, args.image_size, args.square)
+    splits = split_data(data, args.val_split, args.test_split, args.seed)
+    images = splits.images
+    labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
     print(f"data: {len(images['train'])} train, {len(images['val'])} validation, {len(images['test'])} test "
-          f"images of {data.x_train.shape[1:]}, {data.num_classes} classes, from {data.source}")
+          f"images, {data.num_classes} classes, from {data.source}: {data.layout}; model input {data.image_size} px")
 
-    # Model: scale and resize inside, the frozen MobileNetV2, then the head.
+    # Model: scale and resize inside, the frozen MobileNetV2, then the head, chosen by the set's size.
+    head = args.head if args.head != "auto" else "gap" if len(images["train"]) <= MAX_IMAGES else "blocks"
+    linear = head == "gap" and args.feature_cache
     with strategy.scope():
-        model = build_model(data.num_classes, args.image_size, args.alpha, weights, args.head)
+        model = build_model(data.num_classes, data.image_size, args.alpha, weights, head, args.square)
     check_free_space(args.output, space_needed(model))
     trainable, frozen = count_weights(model)
     print(f"model: {model.name}, {trainable:,} trainable and {frozen:,} frozen parameters")
@@ -124,20 +147,37 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         inputs, net = images, model
 
-    # Train: Adam with a cosine decay, early stopping on validation accuracy, best weights kept.
-    steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
-    calls = steps_per_call(steps_per_epoch, HEAD_STEPS_PER_CALL) if args.feature_cache else 1
-    compile_model(net, cosine_schedule(learning_rate, args.epochs * steps_per_epoch), calls,
-                  jit_compile(args.jit))
-    # Near ln(classes) if the head starts at chance. In batches like fit()'s validation, so that
-    # both run one traced graph (from NumPy arrays, evaluate() traced another: 0.7 s).
-    first_loss = net.evaluate(in_batches((inputs["val"][:512], labels["val"][:512]), batch_size), verbose=0)[0]
-    chance = math.log(data.num_classes)
-    print(f"initial validation loss {first_loss:.3f} (chance: ln({data.num_classes}) = {chance:.3f})")
-    with timed(times, "train"):
-        run = train(net, inputs, labels, epochs=args.epochs, batch_size=batch_size, seed=args.seed,
-                    output=args.output, resume=args.resume, log_dir=args.log_dir, patience=args.patience)
-    report_divergence(run)
+    if linear:
+        # Train: on a small set, a linear layer fitted to convergence once per L2 penalty; the
+        # penalty with the lowest validation loss is kept (see tinynet.linear_head).
+        print(f"head: linear, fitted on all {len(images['train'])} training images at once for each of "
+              f"{len(PENALTIES)} L2 penalties")
+        with timed(times, "train"), strategy.scope():
+            net, rows = fit_linear_head(inputs, labels, data.num_classes, args.seed)
+        model = with_classifier(extractor, net, head)
+        best = min(rows, key=lambda row: row["val_loss"])
+        print(f"penalty {best['penalty']} kept: validation loss {best['val_loss']:.3f}, "
+              f"accuracy {best['val_accuracy']:.4f}")
+        extra = {"head": head, "penalty": best["penalty"]}
+    else:
+        # Train: Adam with a cosine decay, early stopping on validation accuracy, best weights kept.
+        steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
+        epochs = args.epochs or max(EPOCHS, math.ceil(MIN_HEAD_STEPS / steps_per_epoch))
+        patience = args.patience or max(3, epochs // 3)
+        print(f"head: {head}, up to {epochs} epochs of {steps_per_epoch} steps, patience {patience}")
+        calls = steps_per_call(steps_per_epoch, HEAD_STEPS_PER_CALL) if args.feature_cache else 1
+        compile_model(net, cosine_schedule(learning_rate, epochs * steps_per_epoch), calls, jit_compile(args.jit))
+        # Near ln(classes) if the head starts at chance. In batches like fit()'s validation, so that
+        # both run one traced graph.
+        first_loss = net.evaluate(in_batches((inputs["val"][:512], labels["val"][:512]), batch_size),
+                                 verbose=0)[0]
+        chance = math.log(data.num_classes)
+        print(f"initial validation loss {first_loss:.3f} (chance: ln({data.num_classes}) = {chance:.3f})")
+        with timed(times, "train"):
+            run = train(net, inputs, labels, epochs=epochs, batch_size=batch_size, seed=args.seed,
+                        output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience)
+        report_divergence(run)
+        rows, extra = run.rows, {"head": head, "best_epoch": run.best_epoch}
 
     # Evaluate the best weights on validation, and once on test.
     with timed(times, "evaluate"):
@@ -150,11 +190,12 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)
-    info = run_info("base", args, data, splits, run.rows, metrics, times, best_epoch=run.best_epoch)
+    info = run_info("base", args, data_record(data, splits, args.seed), data.class_names, rows, metrics, times,
+                    **extra)
     write_sidecar(args.output, info)
 
     print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
-          f"after {len(run.rows)} epochs (best: {run.best_epoch}) in {times['total']:.0f} s")
+          f"in {times['total']:.0f} s")
     print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
     return info
 

@@ -2,10 +2,12 @@
 
     python lilTinyNet.py && python lilTinyNet_finetuner.py
 
-Reads cifar10_lilTinyNet.h5 and its sidecar (same data and validation split, no flags to repeat),
-unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalization frozen, and trains at a
-learning rate well below the head's, warmed up over the first epoch and decayed along a cosine.
-Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar. Measured results are in README.md.
+Reads cifar10_lilTinyNet.h5 and its sidecar (the same data, image size and split, no flags to
+repeat), unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalization frozen, and
+trains at a low rate, warmed up and decayed along a cosine; batch and epochs are sized so that a
+small set still gets a few hundred steps. The base itself is epoch 0: an epoch must beat its
+validation accuracy to be kept, so the output is never worse than the base on validation.
+Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar. Results to expect are in README.md.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
 
 # isort: split
 
-from tinynet.data import load_dataset
-from tinynet.devices import add_device_args, jit_compile, set_up
+import numpy as np
+
+from tinynet.data import data_record, load_recorded, one_hot
+from tinynet.devices import add_device_args, jit_compile, scaled, set_up
 from tinynet.errors import UserError
 from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
 from tinynet.training import (
@@ -31,11 +35,15 @@ from tinynet.training import (
     save_model,
     sidecar_path,
     space_needed,
-    split_data,
     timed,
     train,
     write_sidecar,
 )
+
+EPOCHS = 30  # on a large set such as CIFAR-10
+MIN_STEPS = 300  # on a small one, more epochs: fine-tuning needs a few hundred steps to move the features
+BATCH_SIZE = 128
+MIN_BATCH = 16  # below this, the noise of the gradient outweighs the extra steps
 
 
 def parse_args(argv: list[str] | None = None):
@@ -49,13 +57,16 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--unfreeze", default="block_3",
                        help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
                             "Conv_1 (the last conv only; --head gap or original) or all")
-    group.add_argument("--epochs", type=cli.positive_int, default=30, help="at most; early stopping may end sooner")
-    group.add_argument("--batch-size", type=cli.positive_int, default=128)
+    group.add_argument("--epochs", type=cli.positive_int, default=None,
+                       help=f"at most; default {EPOCHS}, more on a small set so that training takes at least "
+                            f"{MIN_STEPS} steps; early stopping may end sooner")
+    group.add_argument("--batch-size", type=cli.positive_int, default=None,
+                       help=f"default {BATCH_SIZE}, smaller on a small set (an eighth of it, at least {MIN_BATCH})")
     group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,
-                       help="peak Adam rate, reached after one warm-up epoch (the head trained at 1e-3)")
-    group.add_argument("--patience", type=cli.positive_int, default=8,
-                       help="stop after this many epochs without a better validation accuracy; the cosine's "
-                            "last, low-rate epochs gain the most, so a short patience cuts off the best part")
+                       help="peak Adam rate, reached after a warm-up of one epoch (at least 1/30 of training)")
+    group.add_argument("--patience", type=cli.positive_int, default=None,
+                       help="stop after this many epochs without a better validation accuracy; default: "
+                            "a quarter of --epochs, at least 8: the cosine's last, low-rate epochs gain the most")
     cli.add_run_args(group)
     add_device_args(parser)
     return parser.parse_args(argv)
@@ -75,43 +86,54 @@ def first_trainable_layer(choice: str) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     base_info = read_sidecar(args.base)
-    for flag, default in {"data_dir": None, "val_split": 0.1, "seed": 0}.items():  # unset: as the base run
-        if getattr(args, flag) is None:
-            setattr(args, flag, base_info.get("settings", {}).get(flag, default))
+    record = base_info.get("data", {})
+    args.seed = record.get("seed", 0)  # shuffling and augmentation seeded as the base run was
     from_layer = first_trainable_layer(args.unfreeze)
     cli.check_output(args.output)
-    strategy, batch_size, learning_rate = set_up(args)
+    strategy = set_up(args)
     times: dict[str, float] = {}
     started = time.perf_counter()
 
-    # The base model as lilTinyNet.py saved it, and the same data and validation split.
+    # The base model as lilTinyNet.py saved it, and the same data and split.
     with strategy.scope():
         model = load_saved_model(args.base)
     with timed(times, "load_data"):
-        image_size = base_info.get("settings", {}).get("image_size", 128)
-        data = load_dataset(args.data_dir, image_size)
+        data, splits = load_recorded(record, args.data_dir)
     check_num_classes(model, data.num_classes, args.base)
     check_free_space(args.output, space_needed(model))
-    splits = split_data(data, args.val_split, args.seed)
-    images = {split: x for split, (x, _) in splits.items()}
-    labels = {split: y for split, (_, y) in splits.items()}
+    images = splits.images
+    labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
     print(f"data: {len(images['train'])} train (augmented), {len(images['val'])} validation, "
           f"{len(images['test'])} test images from {data.source}")
+
+    # Batches, epochs and warm-up sized to the set: a small one still gets a few hundred steps.
+    batch_size = args.batch_size or int(np.clip(len(images["train"]) // 8, MIN_BATCH, BATCH_SIZE))
+    steps_per_epoch = math.ceil(len(images["train"]) / batch_size)
+    epochs = args.epochs or max(EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
+    patience = args.patience or max(8, epochs // 4)
+    total_steps = epochs * steps_per_epoch
+    warmup = max(steps_per_epoch, total_steps // 30)
+    batch_size, learning_rate = scaled(strategy, batch_size, args.learning_rate)
+    print(f"schedule: up to {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, "
+          f"{warmup} steps of warm-up, patience {patience}")
+
+    # Epoch 0 is the base itself: fine-tuning must beat its validation accuracy to be kept.
+    base_val = evaluate_splits(model, images, labels, batch_size, splits=("val",))["val"]["accuracy"]
 
     # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
     unfrozen = unfreeze(model, from_layer)
     trainable, frozen = count_weights(model)
     print(f"unfrozen from {from_layer}: {len(unfrozen)} layers, {trainable:,} trainable, {frozen:,} frozen parameters")
 
-    # Fine-tune on augmented batches, at a low peak rate reached after a one-epoch warm-up.
-    steps_per_epoch = math.ceil(len(images["train"]) / batch_size)
-    compile_model(model, cosine_schedule(learning_rate, args.epochs * steps_per_epoch, steps_per_epoch),
-                  jit_compile=jit_compile(args.jit))
+    # Fine-tune on augmented batches, at a low peak rate reached after the warm-up.
+    compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit))
     with timed(times, "train"):
-        run = train(model, images, labels, epochs=args.epochs, batch_size=batch_size, seed=args.seed,
-                    output=args.output, resume=args.resume, log_dir=args.log_dir, patience=args.patience,
-                    augment=True)
+        run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=args.seed,
+                    output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
+                    augment=True, baseline=base_val)
     report_divergence(run)
+    if run.best_epoch == 0:
+        print(f"no epoch beat the base model's validation accuracy {base_val:.4f}: the output is the base model")
 
     # Evaluate the best weights, on un-augmented validation and test images.
     with timed(times, "evaluate"):
@@ -122,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "save"):
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)
-    info = run_info("finetune", args, data, splits, run.rows, metrics, times, best_epoch=run.best_epoch,
-                    base=str(args.base),
+    info = run_info("finetune", args, data_record(data, splits, args.seed), data.class_names, run.rows, metrics,
+                    times, best_epoch=run.best_epoch, base=str(args.base), base_val_accuracy=base_val,
                     base_metrics=base_info.get("metrics"), unfrozen_layers=unfrozen)
     write_sidecar(args.output, info)
 

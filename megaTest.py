@@ -3,8 +3,8 @@
     python megaTest.py                                  # both standard models
     python megaTest.py --models a.h5 b.h5 --json results.json
 
-One row per model: test accuracy, loss and top-3 accuracy (the original harness: preprocess_data
-from lilTinyNet, keras.models.load_model, batch size 128), parameters, file size, throughput at
+One row per model: test accuracy, loss and top-3 accuracy (as the original harness measured them:
+keras.models.load_model, batch size 128), parameters, file size, throughput at
 batch 256, single-image latency, and the accuracy gained over the base model.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
 
 # isort: split
-from lilTinyNet import preprocess_data
 from tinynet.evaluation import add_eval_args, evaluate, latency_ms, load_test_data, model_facts, table, throughput
 from tinynet.model import check_num_classes, load_saved_model
 from tinynet.training import read_sidecar
@@ -40,12 +39,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cli.check_output(args.json, "--json", suffix=None)
     models = {path: load_saved_model(path) for path in args.models}  # every file checked before any work
     data = load_test_data(args.models, args.data_dir)
-    images, labels = preprocess_data(data.x_test, data.y_test, data.num_classes)
+    images, labels = data.images, data.labels
 
     rows = []
     for path, model in models.items():
         check_num_classes(model, data.num_classes, path)
-        result = evaluate(path, model, images, labels.argmax(1), data.class_names, args.batch_size)
+        result = evaluate(path, model, images, labels, data.class_names, args.batch_size)
         rows.append({"model": path, "stage": read_sidecar(path).get("stage"), "accuracy": result.accuracy,
                      "loss": result.loss, "top3_accuracy": result.top3_accuracy, **model_facts(path, model),
                      "images_per_s": throughput(model, images), "latency_ms": latency_ms(model, images[0])})

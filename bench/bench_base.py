@@ -47,7 +47,7 @@ from tinynet.data import load_dataset
 from tinynet.model import build_model, feature_extractor
 from tinynet.training import extract_features
 data = load_dataset({str(DATA)!r}, {image_size})
-images = np.concatenate([data.x_train, data.x_test])
+images = np.concatenate([part.images for part in data.parts.values()])
 seconds = {{}}
 for name, head in (("used", "blocks"), ("full", "gap")):
     extractor = feature_extractor(build_model(10, {image_size}, 0.35, {str(WEIGHTS)!r}, head))
@@ -69,8 +69,9 @@ def official_format(folder: Path) -> Path:
     keep their order, so the validation split and the trained model are the JPEG run's."""
     data = load_dataset(str(DATA), 128)
     folder.mkdir(parents=True)
-    chunks = np.array_split(np.arange(len(data.y_train)), 5)
-    parts = [(data.x_train[i], data.y_train[i]) for i in chunks] + [(data.x_test, data.y_test)]
+    train, test = data.parts["train"], data.parts["test"]
+    chunks = np.array_split(np.arange(len(train.labels)), 5)
+    parts = [(train.images[i], train.labels[i]) for i in chunks] + [(test.images, test.labels)]
     for name, (x, y) in zip(BATCH_FILES, parts, strict=True):
         rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
         (folder / name).write_bytes(pickle.dumps({b"data": rows, b"labels": y.tolist()}))

@@ -18,7 +18,7 @@ from lilTinyNet import preprocess_data
 from tinynet.data import load_dataset
 from tinynet.evaluation import evaluate
 data = load_dataset({str(DATA)!r}, 128)
-x, y = preprocess_data(data.x_test, data.y_test)
+x, y = preprocess_data(data.parts["test"].images, data.parts["test"].labels)
 rows = []
 def predict_rate(model):
     start = time.perf_counter()

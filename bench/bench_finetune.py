@@ -21,11 +21,12 @@ def throughput(base: str, steps: int, batch_size: int, unfreeze: str) -> dict:
     code = f"""
 import json, time, keras
 from lilTinyNet_finetuner import first_trainable_layer
-from tinynet.data import load_dataset
+from tinynet.data import load_dataset, one_hot, split_data
 from tinynet.model import compile_model, unfreeze
-from tinynet.training import epoch_batches, split_data
+from tinynet.training import epoch_batches
 data = load_dataset({str(DATA)!r}, 128)
-x, y = split_data(data, 0.1, 0)["train"]
+splits = split_data(data, None, None, 0)
+x, y = splits.images["train"], one_hot(splits.labels["train"], 10)
 n = {steps} * {batch_size}
 model = keras.models.load_model({base!r})
 unfreeze(model, first_trainable_layer({unfreeze!r}))

@@ -22,12 +22,12 @@ from common import DATA, WEIGHTS, save
 from keras import layers
 
 from lilTinyNet import HEAD_STEPS_PER_CALL, PASS_BATCH_SIZE, parse_args
-from tinynet.data import load_dataset
+from tinynet.data import load_dataset, one_hot, split_data
 from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells, scale_and_resize
-from tinynet.training import cosine_schedule, evaluate_splits, split_data, steps_per_call, train
+from tinynet.training import cosine_schedule, evaluate_splits, steps_per_call, train
 
 DEFAULTS = parse_args([])
-IMAGE_SIZE, EPOCHS, BATCH_SIZE = DEFAULTS.image_size, DEFAULTS.epochs, DEFAULTS.batch_size
+IMAGE_SIZE, EPOCHS, BATCH_SIZE, PATIENCE = 128, 10, DEFAULTS.batch_size, 3  # CIFAR-10's defaults
 SEEDS = (0, 1)
 MAPS = (*TAPS, "block_12_add", "block_15_add", "out_relu")  # out_relu: the base's own output, after Conv_1
 
@@ -92,7 +92,7 @@ def train_head(inputs: dict, labels: dict, make_layers, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         run = train(net, inputs, labels, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=seed, output=f"{tmp}/h.h5",
-                    resume=False, log_dir=None, patience=DEFAULTS.patience)
+                    resume=False, log_dir=None, patience=PATIENCE)
         seconds = time.perf_counter() - start
     metrics = evaluate_splits(net, inputs, labels, BATCH_SIZE)
     return {"seed": seed, "train_seconds": round(seconds, 1), "best_epoch": run.best_epoch,
@@ -101,11 +101,12 @@ def train_head(inputs: dict, labels: dict, make_layers, seed: int) -> dict:
 
 def main() -> None:
     data = load_dataset(str(DATA), IMAGE_SIZE)
-    splits = split_data(data, 0.1, 0)
-    labels = {split: y for split, (_, y) in splits.items()}
+    splits = split_data(data, None, None, 0)
+    labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
     extractor = feature_maps()
     start = time.perf_counter()
-    features = {split: extractor.predict(x, batch_size=PASS_BATCH_SIZE, verbose=0) for split, (x, _) in splits.items()}
+    features = {split: extractor.predict(x, batch_size=PASS_BATCH_SIZE, verbose=0)
+                for split, x in splits.images.items()}
     result = {"forward_pass_seconds": round(time.perf_counter() - start, 1), "heads": []}
     for name, (maps, make_layers) in HEADS.items():
         inputs = {split: np.concatenate([f[m] for m in maps], axis=1) for split, f in features.items()}

@@ -48,7 +48,8 @@ from lilTinyNet import preprocess_data
 from tinynet.data import load_dataset
 data = load_dataset({str(data)!r}, 128)
 model = keras.models.load_model({str(model_path)!r})
-loss, accuracy = model.evaluate(*preprocess_data(data.x_test, data.y_test), batch_size=128, verbose=0)
+test = data.parts["test"]
+loss, accuracy = model.evaluate(*preprocess_data(test.images, test.labels), batch_size=128, verbose=0)
 print(json.dumps({{"loss": loss, "accuracy": accuracy}}))
 """
     return python_json(code)

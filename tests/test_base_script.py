@@ -15,7 +15,9 @@ def test_writes_the_model_the_sidecar_and_a_summary(base_run):
     info = json.loads(output.with_suffix(".json").read_text())
     assert SIDECAR_KEYS <= set(info)
     assert info["class_names"][:2] == ["airplane", "automobile"] and len(info["class_names"]) == 10
-    assert info["data"] == {"source": info["data"]["source"], "train": 900, "val": 100, "test": 200}
+    data = info["data"]
+    assert (data["train"], data["val"], data["test"]) == (800, 200, 200), "20 validation images per class"
+    assert data["val_split"] == 0.2 and len(data["carved"]["val"]) == 200 and data["image_size"] == 64
     assert 1 <= len(info["history"]) <= 4 and {"loss", "val_accuracy", "learning_rate"} <= set(info["history"][0])
     assert {"features", "train", "save", "total"} <= set(info["times"])
     assert info["metrics"]["test"]["accuracy"] > 0.3, "pretrained features must beat chance (0.1) clearly"
@@ -32,7 +34,7 @@ from lilTinyNet import preprocess_data
 from tinynet.data import load_dataset
 data = load_dataset({str(shared_slice)!r}, 64)
 model = keras.models.load_model({str(output)!r})
-loss, accuracy = model.evaluate(*preprocess_data(data.x_test, data.y_test), verbose=0)
+loss, accuracy = model.evaluate(*preprocess_data(data.parts["test"].images, data.parts["test"].labels), verbose=0)
 print(json.dumps([loss, accuracy]))
 """
     result = run_script("-c", code)
@@ -59,7 +61,7 @@ def test_help_lists_the_flags():
     result = run_script("lilTinyNet.py", "--help")
     assert result.returncode == 0
     for flag in ("--data-dir", "--alpha", "--weights", "--image-size", "--epochs", "--batch-size", "--val-split",
-                 "--seed", "--head", "--output", "--no-feature-cache", "--log-dir"):
+                 "--seed", "--head", "--test-split", "--square", "--output", "--no-feature-cache", "--log-dir"):
         assert flag in result.stdout
 
 

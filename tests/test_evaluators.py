@@ -64,7 +64,7 @@ import json, keras
 from lilTinyNet import preprocess_data
 from tinynet.data import load_dataset
 data = load_dataset({str(tiny_tree)!r}, 32)
-x, y = preprocess_data(data.x_test, data.y_test, 3)
+x, y = preprocess_data(data.parts["test"].images, data.parts["test"].labels, 3)
 print(json.dumps([keras.models.load_model(m).evaluate(x, y, batch_size=128, verbose=0) for m in {models!r}]))
 """
     direct = run_script("-c", code)

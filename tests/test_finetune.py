@@ -44,18 +44,18 @@ def test_sidecar_records_the_run_and_metrics_are_of_unaugmented_images(finetuned
     base_path, tuned_path, result = finetuned
     info = json.loads(tuned_path.with_suffix(".json").read_text())
     assert info["stage"] == "finetune" and info["base"] == str(base_path)
-    assert info["settings"]["data_dir"] == str(tiny_tree), "the data source comes from the base's sidecar"
+    assert info["data"]["source"] == str(tiny_tree), "the data source comes from the base's sidecar"
     assert "block_15_expand" in info["unfrozen_layers"] and "block_14_expand" not in info["unfrozen_layers"]
     assert not any("BN" in name for name in info["unfrozen_layers"])
     assert len(info["history"]) == 2 and info["history"][0]["learning_rate"] > 0
     assert "base" in result.stdout and "fine-tuned" in result.stdout
     code = f"""
 import json, keras
-from tinynet.data import load_dataset
-from tinynet.training import split_data
-splits = split_data(load_dataset({str(tiny_tree)!r}, 32), 0.1, 0)
+from tinynet.data import load_recorded, one_hot
+_, splits = load_recorded(json.load(open({str(tuned_path.with_suffix(".json"))!r}))["data"])
 model = keras.models.load_model({str(tuned_path)!r})
-print(json.dumps({{s: model.evaluate(*splits[s], verbose=0, return_dict=True) for s in ("val", "test")}}))
+print(json.dumps({{s: model.evaluate(splits.images[s], one_hot(splits.labels[s], 3), verbose=0, return_dict=True)
+                  for s in ("val", "test")}}))
 """
     fresh = run_script("-c", code)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
@@ -105,7 +105,7 @@ def test_finetunes_the_shared_slice_with_the_shared_weights(base_run, tmp_path):
                         "--epochs", "1", "--unfreeze", "block_16")
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads(output.with_suffix(".json").read_text())
-    assert info["data"]["train"] == 900 and info["metrics"]["test"]["accuracy"] > 0.3
+    assert info["data"]["train"] == 800 and info["metrics"]["test"]["accuracy"] > 0.3
 
 
 def test_many_steps_per_call_end_each_epoch_where_its_batches_end():
@@ -143,7 +143,8 @@ from lilTinyNet import preprocess_data
 from tinynet.data import load_dataset
 data = load_dataset({str(tiny_tree)!r}, 32)
 model = keras.models.load_model({str(tuned)!r})
-print(json.dumps(model.evaluate(*preprocess_data(data.x_test, data.y_test, 3), verbose=0, return_dict=True)))
+test = data.parts["test"]
+print(json.dumps(model.evaluate(*preprocess_data(test.images, test.labels, 3), verbose=0, return_dict=True)))
 """
     fresh = run_script("-c", code)
     assert fresh.returncode == 0, fresh.stderr[-3000:]

@@ -279,7 +279,8 @@ def test_the_loader_never_crashes_and_never_mislabels(tmp_path_factory, junk, re
     except UserError as error:
         assert "unreadable" in str(error)
         return
-    assert len(data.y_train) >= 120 and len(data.y_test) >= 60, "no good image may be dropped"
-    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+    train, test = data.parts["train"], data.parts["test"]
+    assert len(train.labels) >= 120 and len(test.labels) >= 60, "no good image may be dropped"
+    for x, y in ((train.images, train.labels), (test.images, test.labels)):
         colours = x.reshape(len(x), -1, 3).mean(1).argmax(1)
         np.testing.assert_array_equal(colours[: len(y)], y)

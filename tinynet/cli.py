@@ -108,17 +108,26 @@ def make_folder(path: str, flag: str) -> Path:
 
 
 def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> None:
-    """--data-dir, --val-split and --seed; with from_base, unset flags take the base run's values."""
+    """--data-dir, and for stage 1 --val-split, --test-split and --seed; stage 2 takes the base run's."""
     group = parser.add_argument_group("data")
-    inherited = " (default: the base run's)" if from_base else ""
+    if from_base:
+        group.add_argument("--data-dir", default=None,
+                           help="where the base run's data now is, if it moved (default: the base run's); "
+                                "the split, image size and seed are always the base run's")
+        return
     group.add_argument("--data-dir", default=None,
-                       help="offline CIFAR-10: cifar-10-batches-py, cifar-10-python.tar.gz, or image folders "
-                            "train/<class>/* and test/<class>/* (also as .tar.gz); default: the Keras download"
-                            + inherited)
-    group.add_argument("--val-split", type=fraction, default=None if from_base else 0.1,
-                       help="fraction of the training set held out for early stopping and model selection" + inherited)
-    group.add_argument("--seed", type=int, default=None if from_base else 0,
-                       help="seeds the validation split, the weight initialisation and the shuffling" + inherited)
+                       help="your images: class folders <class>/*, or train/<class>/* beside test/, val/ or both, "
+                            "as a folder, .tar, .tar.gz, .tgz or .zip; or CIFAR-10's cifar-10-batches-py or "
+                            "cifar-10-python.tar.gz; default: CIFAR-10, downloaded by Keras")
+    group.add_argument("--val-split", type=fraction, default=None,
+                       help="fraction of the training images held out for early stopping and model selection "
+                            "when the layout has no val/; default: 10%%, more on small sets (20 images per "
+                            "class where possible, at most 25%%)")
+    group.add_argument("--test-split", type=fraction, default=None,
+                       help="fraction held out as the test set when the layout has none (one folder per "
+                            "class); default as --val-split")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seeds the split, the weight initialisation and the shuffling")
 
 
 def add_run_args(group: argparse._ArgumentGroup) -> None:

@@ -133,8 +133,10 @@ def _load_batches(files: list[tuple[str, Reader | None]], image_size: int) -> Da
 def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | None, square: str,
                      path: Path) -> Dataset:
     """Class folders, in one of the layouts of this module's docstring; class names in sorted order."""
-    images = [(name, read) for name, read in files if read and is_image_name(name)]
-    others = [name for name, read in files if read and not is_image_name(name)]
+    # by extension, or else by content: a photo saved as .txt or with no extension is still a photo
+    kinds = {name: is_image_name(name) or image_shape(read()) is not None for name, read in files if read}
+    images = [(name, read) for name, read in files if read and kinds[name]]
+    others = [name for name, read in files if read and not kinds[name]]
     top = _top_folder(images)
     images = [(name[len(top):], read) for name, read in images]
     folders = [name[len(top):] for name, read in files if read is None and name.startswith(top)]

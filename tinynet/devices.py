@@ -34,18 +34,21 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                        help="XLA compilation of training steps: auto lets Keras decide (on with a GPU only)")
 
 
-def set_up(args: argparse.Namespace) -> tuple[tf.distribute.Strategy, int, float]:
-    """Strategy, precision and seed for a training run, and the output this worker writes.
-
-    Returns the strategy, the global batch size (--batch-size per replica) and the learning
-    rate scaled linearly with it, the usual rule for data-parallel training."""
+def set_up(args: argparse.Namespace) -> tf.distribute.Strategy:
+    """Strategy, precision and seed for a training run, and the output this worker writes."""
     strategy = make_strategy(args.strategy)  # first: collective ops must be set up before TensorFlow starts
     policy = set_precision(args.precision)
     keras.utils.set_random_seed(args.seed)
     print(describe(strategy, policy))
     args.output = worker_output(args.output)
+    return strategy
+
+
+def scaled(strategy: tf.distribute.Strategy, batch_size: int, learning_rate: float) -> tuple[int, float]:
+    """The global batch (batch_size per replica) and the learning rate scaled linearly with it,
+    the usual rule for data-parallel training."""
     replicas = strategy.num_replicas_in_sync
-    return strategy, args.batch_size * replicas, args.learning_rate * replicas
+    return batch_size * replicas, learning_rate * replicas
 
 
 def set_precision(choice: str) -> str:

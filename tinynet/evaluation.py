@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinynet.data import Dataset, load_dataset
+from tinynet.data import load_recorded
 from tinynet.training import in_batches, read_sidecar
 
 STANDARD_MODELS = ["cifar10_lilTinyNet.h5", "cifar10_finetuned_lilTinyNet.h5"]
@@ -28,10 +28,24 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=128, help="the original harness evaluated at 128")
 
 
-def load_test_data(models: list[str], data_dir: str | None) -> Dataset:
-    """The test set the models were trained against: --data-dir, else what the first model's sidecar names."""
-    settings = next((read_sidecar(m).get("settings", {}) for m in models if read_sidecar(m)), {})
-    return load_dataset(data_dir or settings.get("data_dir"), settings.get("image_size", 128))
+@dataclass
+class TestSet:
+    images: np.ndarray  # (n, h, w, 3) uint8
+    labels: np.ndarray  # (n,) int
+    class_names: list[str]
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_test_data(models: list[str], data_dir: str | None) -> TestSet:
+    """The test set the models were trained against, as the first model's sidecar records it (the
+    same images, image size and split), read from data_dir if given; without a sidecar, CIFAR-10."""
+    record = next((read_sidecar(m).get("data", {}) for m in models if read_sidecar(m)), {})
+    data, splits = load_recorded(record, data_dir)
+    return TestSet(splits.images["test"], splits.labels["test"], data.class_names, data.source)
 
 
 @dataclass
@@ -43,6 +57,7 @@ class Evaluation:
     labels: np.ndarray  # (n,) int
     class_names: list[str]
     seconds: float  # wall time of the pass
+    penalty: float = 0.0  # the weights' L2 penalty (the gap head's), which model.evaluate() adds to its loss
     loss: float = field(init=False)
     accuracy: float = field(init=False)
     top3_accuracy: float = field(init=False)
@@ -50,9 +65,9 @@ class Evaluation:
 
     def __post_init__(self):
         one_hot = np.eye(len(self.class_names), dtype=np.float32)[self.labels]
-        # Keras's own loss function, so the number is model.evaluate()'s number
+        # Keras's own loss function and the penalty, so the number is model.evaluate()'s number
         self.loss = float(np.mean(keras.ops.convert_to_numpy(
-            keras.losses.categorical_crossentropy(one_hot, self.probabilities))))
+            keras.losses.categorical_crossentropy(one_hot, self.probabilities)))) + self.penalty
         self.predicted = self.probabilities.argmax(1)
         self.accuracy = float(np.mean(self.predicted == self.labels))
         top3 = np.argsort(-self.probabilities, axis=1)[:, :3]
@@ -90,7 +105,9 @@ def evaluate(path: str, model: keras.Model, images: np.ndarray, labels: np.ndarr
     model.predict(batches.take(1), verbose=0)  # warm-up: trace once, outside the timing
     start = time.perf_counter()
     probabilities = model.predict(batches, verbose=1)
-    return Evaluation(path, probabilities, np.asarray(labels).reshape(-1), class_names, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses))
+    return Evaluation(path, probabilities, np.asarray(labels).reshape(-1), class_names, seconds, penalty)
 
 
 def throughput(model: keras.Model, images: np.ndarray, batch_size: int = 256, limit: int = 2048) -> float:

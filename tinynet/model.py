@@ -27,6 +27,7 @@ MIN_IMAGE_SIZE = 32  # MobileNetV2 halves the image five times
 # MobileNetV2 blocks by name: unfreezing cuts here, never at a bare layer index.
 BLOCK_NAMES = [f"block_{i}_expand" for i in range(1, 17)] + ["Conv_1"]
 HEADS = ("blocks", "gap", "original")
+DEFAULT_PENALTY = 1e-2  # the gap head's L2 penalty when it is not chosen on validation
 # Where the default head reads MobileNetV2: block 13's expansion (stride 16) and the last block's
 # output (stride 32), before Conv_1, the final 1x1 convolution to 1280 channels. Conv_1 is the most
 # ImageNet-specific layer; on CIFAR-10 the features before it do better, and skipping it saves its work.
@@ -103,23 +104,26 @@ def pooled_cells(x: keras.KerasTensor, image_size: int, name: str) -> keras.Kera
     return layers.Flatten(name=f"{name}_flat")(pool(x))
 
 
-def classifier_layers(head: str, num_classes: int) -> list[keras.Layer]:
+def classifier_layers(head: str, num_classes: int, penalty: float = DEFAULT_PENALTY) -> list[keras.Layer]:
     """The trainable part of the head, from features to class probabilities.
 
     blocks: the tapped maps differ in scale by orders of magnitude: BatchNormalization evens them
       out before Dense(512) (without it validation accuracy fell from 0.80 to 0.77; see README).
       It has no scale and offset of its own: the Dense layer after it learns any, so they would add
       nothing but the work of passing gradients back through Dense (20-30% of the head's time).
-    gap: a linear layer. original: Dense(1024), Dropout(0.5), as the original lilTinyNet.
+    gap: a linear layer whose weights pay an L2 penalty: on a few hundred images the penalty, not
+      early stopping, is what keeps 1280 features from fitting noise.
+    original: Dense(1024), Dropout(0.5), as the original lilTinyNet.
     """
     # float32 even under mixed precision: a float16 softmax loses small probabilities
-    predictions = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")
+    predictions = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions",
+                               kernel_regularizer=keras.regularizers.L2(penalty) if head == "gap" else None)
     if head == "blocks":
         return [layers.BatchNormalization(center=False, scale=False, name="head_norm"),
                 layers.Dense(512, activation="relu", name="head_dense"),
                 layers.Dropout(0.5, name="head_dropout"), predictions]
     if head == "gap":
-        return [layers.Dropout(0.2, name="head_dropout"), predictions]
+        return [predictions]
     return [layers.Dense(1024, activation="relu", name="head_dense"), layers.Dropout(0.5, name="head_dropout"),
             predictions]
 
@@ -130,19 +134,34 @@ def build_model(
     alpha: float = 1.0,
     weights: str | None = "imagenet",
     head: str = "blocks",
+    square: str = "crop",
+    penalty: float = DEFAULT_PENALTY,
 ) -> keras.Model:
     """The full classifier on raw uint8 images, with the base frozen and in inference mode."""
     image = keras.Input(shape=(None, None, 3), dtype="uint8", name="image")
-    x = scale_and_resize(image, image_size)
+    x = scale_and_resize(image, image_size, square)
     maps = build_base(alpha, weights, TAPS if head == "blocks" else ())(x, training=False)
     features = head_features(head, maps, image_size)
-    classifier = keras.Sequential([keras.Input(features.shape[1:]), *classifier_layers(head, num_classes)],
-                                  name="classifier")
-    return keras.Model(image, classifier(features), name=f"lilTinyNet_{head}")
+    extractor = keras.Model(image, features, name="feature_extractor")
+    return with_classifier(extractor, make_classifier(head, features.shape[1:], num_classes, penalty), head)
 
 
-def scale_and_resize(image: keras.KerasTensor, image_size: int) -> keras.KerasTensor:
-    """uint8 images to MobileNetV2's input: scaled to [-1, 1], then resized to image_size.
+def make_classifier(head: str, feature_shape: tuple[int, ...], num_classes: int,
+                    penalty: float = DEFAULT_PENALTY) -> keras.Sequential:
+    """The trainable head alone, on features: what trains on the cached features."""
+    return keras.Sequential([keras.Input(feature_shape), *classifier_layers(head, num_classes, penalty)],
+                            name="classifier")
+
+
+def with_classifier(extractor: keras.Model, classifier: keras.Model, head: str) -> keras.Model:
+    """The whole model: images through the frozen front, then the classifier."""
+    return keras.Model(extractor.input, classifier(extractor.output), name=f"lilTinyNet_{head}")
+
+
+def scale_and_resize(image: keras.KerasTensor, image_size: int, square: str = "crop") -> keras.KerasTensor:
+    """uint8 images to MobileNetV2's input: scaled to [-1, 1], then made a square of image_size
+    the way the data loader makes photos square (tinynet.images.square_image): centre crop, pad
+    (with 0, mid-grey) or stretch.
 
     Scaling comes first: both are linear, so the order changes nothing but the cost (16x fewer
     pixels to scale when 32-pixel images go to 128) and Resizing's input, which must be float:
@@ -150,7 +169,8 @@ def scale_and_resize(image: keras.KerasTensor, image_size: int) -> keras.KerasTe
     it float.
     """
     x = layers.Rescaling(1 / 127.5, offset=-1, name="scale")(image)  # exactly mobilenet_v2.preprocess_input
-    return layers.Resizing(image_size, image_size, name="resize")(x)
+    return layers.Resizing(image_size, image_size, crop_to_aspect_ratio=square == "crop",
+                           pad_to_aspect_ratio=square == "pad", name="resize")(x)
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:

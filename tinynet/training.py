@@ -17,23 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinynet.data import Dataset, split_validation
 from tinynet.errors import UserError
-
-
-def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(m,) or (m, 1) integer labels to (m, num_classes) float32 one-hot rows."""
-    return np.eye(num_classes, dtype=np.float32)[np.asarray(labels).reshape(-1)]
-
-
-def split_data(data: Dataset, val_split: float, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train", "val", "test"}: (uint8 images, one-hot labels); validation is carved from training,
-    stratified and seeded, so both stages hold out the same images."""
-    train_idx, val_idx = split_validation(data.y_train, val_split, seed)
-    splits = {"train": (data.x_train[train_idx], data.y_train[train_idx]),
-              "val": (data.x_train[val_idx], data.y_train[val_idx]),
-              "test": (data.x_test, data.y_test)}
-    return {name: (x, one_hot(y, data.num_classes)) for name, (x, y) in splits.items()}
 
 
 def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
@@ -54,7 +38,7 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
         return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y.shape[1:]))
 
     def augmented(images, labels, epoch_seed, indices):
-        height, width = x.shape[1:3]
+        height, width, channels = x.shape[1:]
         pad_h, pad_w = height // 8, width // 8
 
         def one(args):
@@ -62,7 +46,7 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
             flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed + [0, index], 2))
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
             image = tf.image.pad_to_bounding_box(image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
-            return tf.image.stateless_random_crop(image, (height, width, x.shape[3]), crop_seed)
+            return tf.image.stateless_random_crop(image, (height, width, channels), crop_seed)
 
         return tf.map_fn(one, (images, indices), fn_output_signature=images.dtype), labels
 
@@ -110,21 +94,22 @@ def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> ker
 
 
 def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                    batch_size: int) -> dict[str, dict[str, float]]:
+                    batch_size: int, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, float]]:
     """Loss and accuracy on validation and, once, on test."""
     return {split: {name: float(value) for name, value in model.evaluate(
         in_batches((inputs[split], labels[split]), batch_size), verbose=0, return_dict=True).items()}
-        for split in ("val", "test")}
+        for split in splits}
 
 
-def run_info(stage: str, args, data: Dataset, splits: dict, history: list[dict[str, float]],
+def run_info(stage: str, args, data: dict, class_names: list[str], history: list[dict[str, float]],
              metrics: dict, times: dict, **extra) -> dict:
-    """What the sidecar records: settings, classes, data, per-epoch history, metrics and times."""
+    """What the sidecar records: settings, classes, the data record (tinynet.data.data_record),
+    per-epoch history, metrics and times."""
     return {
         "stage": stage,
         "settings": vars(args),
-        "class_names": data.class_names,
-        "data": {"source": data.source, **{split: len(x) for split, (x, _) in splits.items()}},
+        "class_names": class_names,
+        "data": data,
         **extra,
         "history": history,
         "metrics": metrics,
@@ -213,9 +198,11 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, epochs: int,
           batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None, patience: int,
-          augment: bool = False) -> RunCheckpoint:
+          augment: bool = False, baseline: float | None = None) -> RunCheckpoint:
     """Fit `net` on the training split, validating each epoch; resumable from the output's state folder.
-    Stops early after `patience` epochs without a better validation accuracy.
+    Stops early after `patience` epochs without a better validation accuracy. With a baseline (the
+    starting weights' validation accuracy), those weights are epoch 0: an epoch must beat them to
+    be kept, and if none does, `net` ends with the weights it started with (best_epoch 0).
 
     Returns the checkpoint callback: its rows are the per-epoch history (across a resume too),
     best_epoch says which weights the model now holds, and diverged whether the loss blew up."""
@@ -224,6 +211,10 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
     if not resume:
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
     first_epoch = checkpoint.restore()
+    if baseline is not None and checkpoint.best_weights is None:
+        checkpoint.best_accuracy, checkpoint.best_weights = baseline, net.get_weights()
+        checkpoint.folder.mkdir(parents=True, exist_ok=True)
+        save_arrays(checkpoint.folder / "best.npz", checkpoint.best_weights)
     if resume:
         print(f"resuming after epoch {first_epoch}" if first_epoch else "nothing to resume: starting afresh")
     callbacks: list[keras.callbacks.Callback] = [checkpoint]

@@ -1,0 +1,118 @@
+"""A user's own photos end to end: both stages and megaTest on a two-class .tar.gz of photos of many
+sizes, laid out train/ and val/ under one top folder, as public sets ship."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+from conftest import run_script
+from PIL import Image
+
+CLASS_COLOURS = {"poppy": (200, 40, 30), "cornflower": (40, 70, 200)}
+SIZES = [(64, 48), (120, 90), (80, 120), (100, 100), (150, 60), (72, 96)]  # (width, height)
+
+
+def photo(colour: tuple[int, int, int], size: tuple[int, int], seed: int, rotated: bool) -> bytes:
+    """A noisy green field with a flower-coloured disc in the middle, as a JPEG; `rotated` stores it
+    sideways with the EXIF orientation that turns it upright, as phones do."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    pixels = rng.integers(0, 60, (height, width, 3)) + np.array([40, 110, 40])
+    yy, xx = np.mgrid[:height, :width]
+    disc = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(size) / 3) ** 2
+    pixels[disc] = np.array(colour) + rng.integers(-20, 20, (int(disc.sum()), 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    if rotated:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 clockwise to view"
+        image.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", exif=exif)
+    else:
+        image.save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """meadow/train/<class>/ (12 photos each) and meadow/val/<class>/ (4 each), with a macOS
+    .DS_Store and a README beside them, in a .tar.gz."""
+    path = tmp_path_factory.mktemp("photos") / "meadow.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+        for split, count in (("train", 12), ("val", 4)):
+            for label, (name, colour) in enumerate(CLASS_COLOURS.items()):
+                for i in range(count):
+                    seed, size = 1000 * label + 100 * (split == "val") + i, SIZES[i % len(SIZES)]
+                    add(f"meadow/{split}/{name}/IMG_{i:04d}.JPG", photo(colour, size, seed, rotated=i % 4 == 0))
+        add("meadow/.DS_Store", b"\0\0\0\1Bud1")
+        add("meadow/README.txt", b"two kinds of flowers")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(photos, weights, tmp_path_factory):
+    """Stage 1 with its defaults, then stage 2 for two epochs, then megaTest, as a user runs them."""
+    folder = tmp_path_factory.mktemp("run")
+    base, tuned, mega = folder / "base.h5", folder / "tuned.h5", folder / "mega.json"
+    runs = [run_script("lilTinyNet.py", "--data-dir", str(photos), "--alpha", "0.35", "--weights", weights,
+                       "--output", str(base)),
+            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "2"),
+            run_script("megaTest.py", "--models", str(base), str(tuned), "--json", str(mega))]
+    for result in runs:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return base, tuned, mega, runs
+
+
+def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
+    base, _, _, (first, _, _) = trained
+    info = json.loads(base.with_suffix(".json").read_text())
+    data = info["data"]
+    assert data["layout"] == "train/ (train) and val/ (test)"
+    assert (data["train"], data["val"], data["test"]) == (18, 6, 8), "val/ is the test set; validation is carved"
+    assert data["image_size"] == 224, "photos train at MobileNetV2's native size"
+    assert data["square"] == "crop" and info["class_names"] == sorted(CLASS_COLOURS)
+    assert info["head"] == "gap" and "head: linear" in first.stdout and "penalty" in info
+    assert "note: skipped 1 file(s)" in first.stdout and "README.txt" in first.stdout
+    assert ".DS_Store" not in first.stdout + first.stderr
+    assert info["metrics"]["val"]["accuracy"] == 1.0, "one colour per class: the head must separate them"
+
+
+def test_stage_two_hands_back_the_base_when_it_cannot_beat_it(trained):
+    """The base is perfect on validation, so no epoch can beat it: the output is the base's weights."""
+    base, tuned, _, (_, second, _) = trained
+    info = json.loads(tuned.with_suffix(".json").read_text())
+    assert info["base_val_accuracy"] == 1.0 and info["best_epoch"] == 0 and len(info["history"]) == 2
+    assert "the output is the base model" in second.stdout
+    images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
+    before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, tuned))
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_megatest_reports_what_training_measured_on_the_same_test_photos(trained):
+    base, tuned, mega, _ = trained
+    rows = json.loads(mega.read_text())
+    assert rows["test_images"] == 8
+    for row, path in zip(rows["models"], (base, tuned), strict=True):
+        recorded = json.loads(path.with_suffix(".json").read_text())["metrics"]["test"]
+        assert row["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-6)
+        assert row["loss"] == pytest.approx(recorded["loss"], rel=1e-4)
+
+
+def test_the_saved_model_makes_a_raw_photo_square_as_training_did(trained):
+    """A wide photo given to the saved model whole is centre-cropped inside it, as the loader
+    cropped the training photos: its outer bands of the other class's colour do not count."""
+    base, *_ = trained
+    pixels = np.zeros((60, 180, 3), np.uint8)
+    pixels[:, :60], pixels[:, 60:120], pixels[:, 120:] = CLASS_COLOURS["cornflower"], CLASS_COLOURS["poppy"], \
+        CLASS_COLOURS["cornflower"]
+    probabilities = keras.models.load_model(base).predict(pixels[None], verbose=0)[0]
+    assert sorted(CLASS_COLOURS)[int(probabilities.argmax())] == "poppy"
