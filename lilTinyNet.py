@@ -147,37 +147,16 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         inputs, net = images, model
 
+    # Train: on a small set, a linear layer fitted to convergence per L2 penalty, the best kept;
+    # on a large one, Adam with a cosine decay and early stopping on validation accuracy.
     if linear:
-        # Train: on a small set, a linear layer fitted to convergence once per L2 penalty; the
-        # penalty with the lowest validation loss is kept (see tinynet.linear_head).
-        print(f"head: linear, fitted on all {len(images['train'])} training images at once for each of "
-              f"{len(PENALTIES)} L2 penalties")
         with timed(times, "train"), strategy.scope():
-            net, rows = fit_linear_head(inputs, labels, data.num_classes, args.seed)
+            net, rows, extra = train_linear_head(inputs, labels, data.num_classes, args.seed)
         model = with_classifier(extractor, net, head)
-        best = min(rows, key=lambda row: row["val_loss"])
-        print(f"penalty {best['penalty']} kept: validation loss {best['val_loss']:.3f}, "
-              f"accuracy {best['val_accuracy']:.4f}")
-        extra = {"head": head, "penalty": best["penalty"]}
     else:
-        # Train: Adam with a cosine decay, early stopping on validation accuracy, best weights kept.
-        steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
-        epochs = args.epochs or max(EPOCHS, math.ceil(MIN_HEAD_STEPS / steps_per_epoch))
-        patience = args.patience or max(3, epochs // 3)
-        print(f"head: {head}, up to {epochs} epochs of {steps_per_epoch} steps, patience {patience}")
-        calls = steps_per_call(steps_per_epoch, HEAD_STEPS_PER_CALL) if args.feature_cache else 1
-        compile_model(net, cosine_schedule(learning_rate, epochs * steps_per_epoch), calls, jit_compile(args.jit))
-        # Near ln(classes) if the head starts at chance. In batches like fit()'s validation, so that
-        # both run one traced graph.
-        first_loss = net.evaluate(in_batches((inputs["val"][:512], labels["val"][:512]), batch_size),
-                                 verbose=0)[0]
-        chance = math.log(data.num_classes)
-        print(f"initial validation loss {first_loss:.3f} (chance: ln({data.num_classes}) = {chance:.3f})")
         with timed(times, "train"):
-            run = train(net, inputs, labels, epochs=epochs, batch_size=batch_size, seed=args.seed,
-                        output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience)
-        report_divergence(run)
-        rows, extra = run.rows, {"head": head, "best_epoch": run.best_epoch}
+            rows, extra = train_in_epochs(net, inputs, labels, args, batch_size, learning_rate)
+    extra["head"] = head
 
     # Evaluate the best weights on validation, and once on test.
     with timed(times, "evaluate"):
@@ -198,6 +177,39 @@ def main(argv: list[str] | None = None) -> dict:
           f"in {times['total']:.0f} s")
     print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
     return info
+
+
+def train_linear_head(inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int,
+                      seed: int) -> tuple[keras.Model, list[dict], dict]:
+    """The linear head of tinynet.linear_head; returns it, a row per penalty, and the one kept."""
+    print(f"head: linear, fitted on all {len(labels['train'])} training images at once for each of "
+          f"{len(PENALTIES)} L2 penalties")
+    net, rows = fit_linear_head(inputs, labels, num_classes, seed)
+    best = min(rows, key=lambda row: row["val_loss"])
+    print(f"penalty {best['penalty']} kept: validation loss {best['val_loss']:.3f}, "
+          f"accuracy {best['val_accuracy']:.4f}")
+    return net, rows, {"penalty": best["penalty"]}
+
+
+def train_in_epochs(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], args,
+                    batch_size: int, learning_rate: float) -> tuple[list[dict], dict]:
+    """Mini-batch epochs, at least MIN_HEAD_STEPS steps in all; returns the per-epoch history and
+    the best epoch."""
+    steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
+    epochs = args.epochs or max(EPOCHS, math.ceil(MIN_HEAD_STEPS / steps_per_epoch))
+    patience = args.patience or max(3, epochs // 3)
+    print(f"head: up to {epochs} epochs of {steps_per_epoch} steps, patience {patience}")
+    calls = steps_per_call(steps_per_epoch, HEAD_STEPS_PER_CALL) if args.feature_cache else 1
+    compile_model(net, cosine_schedule(learning_rate, epochs * steps_per_epoch), calls, jit_compile(args.jit))
+    # Near ln(classes) if the head starts at chance. In batches like fit()'s validation, so that
+    # both run one traced graph.
+    first_loss = net.evaluate(in_batches((inputs["val"][:512], labels["val"][:512]), batch_size), verbose=0)[0]
+    classes = labels["val"].shape[1]
+    print(f"initial validation loss {first_loss:.3f} (chance: ln({classes}) = {math.log(classes):.3f})")
+    run = train(net, inputs, labels, epochs=epochs, batch_size=batch_size, seed=args.seed,
+                output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience)
+    report_divergence(run)
+    return run.rows, {"best_epoch": run.best_epoch}
 
 
 def check_cached_head_matches(model: keras.Model, classifier: keras.Model, images: np.ndarray,

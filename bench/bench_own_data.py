@@ -7,7 +7,9 @@ For each dataset, both stages with their defaults (only --alpha 0.35 and the sha
 given), and a logistic regression (scikit-learn) on the same base's globally pooled features at
 the same image size and split, its C tuned on the validation split: test accuracy and wall time.
 The datasets are built in a temporary folder from the shared CIFAR-10 JPEGs and flowers5, each
-in a different layout and container. Results go to bench/results/own_data.json.
+in a different layout and container. Then, on flowers5, the same regression for each way of
+making a photo square and for three image sizes: what chose --square's and --image-size's
+defaults for photos. Results go to bench/results/own_data.json.
 """
 
 from __future__ import annotations
@@ -90,15 +92,19 @@ def write_large_flowers(target: Path) -> Path:
 def logistic_regression(sidecar: Path) -> dict:
     """Test accuracy of scikit-learn's logistic regression on the globally pooled output of the
     same base, at the run's image size, on its split; C chosen on validation accuracy."""
+    from tinynet.data import load_recorded
+
+    start = time.perf_counter()
+    data, splits = load_recorded(json.loads(sidecar.read_text())["data"])
+    return {**pooled_regression(data, splits), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def pooled_regression(data, splits) -> dict:
     from sklearn.linear_model import LogisticRegression
 
-    from tinynet.data import load_recorded
     from tinynet.model import build_model, feature_extractor
     from tinynet.training import extract_features
 
-    start = time.perf_counter()
-    record = json.loads(sidecar.read_text())["data"]
-    data, splits = load_recorded(record)
     extractor = feature_extractor(build_model(data.num_classes, data.image_size, 0.35, str(WEIGHTS), "gap",
                                               data.square))
     x = {split: extract_features(extractor, images, 128) for split, images in splits.images.items()}
@@ -107,8 +113,21 @@ def logistic_regression(sidecar: Path) -> dict:
               for C in np.logspace(-4, 2, 13)}
     best = max(scores, key=scores.get)
     test = LogisticRegression(C=best, max_iter=5000).fit(x["train"], y["train"]).score(x["test"], y["test"])
-    return {"test_accuracy": round(float(test), 4), "C": float(best), "val_accuracy": round(scores[best], 4),
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {"test_accuracy": round(float(test), 4), "C": float(best), "val_accuracy": round(scores[best], 4)}
+
+
+def photo_settings() -> list[dict]:
+    """How to make flowers5's photos square, and at what size: the logistic regression's test
+    accuracy for each way at 224 pixels, and for centre crops at 128, 160 and 224."""
+    from tinynet.data import load_dataset, split_data
+
+    rows = []
+    for square, size in (("crop", 224), ("pad", 224), ("stretch", 224), ("crop", 160), ("crop", 128)):
+        data = load_dataset(str(FLOWERS), size, square)
+        rows.append({"square": square, "image_size": size,
+                     **pooled_regression(data, split_data(data, None, None, 0))})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def bench(name: str, source: Path, work: Path) -> dict:
@@ -151,9 +170,11 @@ def main() -> None:
             sources["flowers5-large"] = write_large_flowers(work / "flowers5-large.zip")
         for name in args.only:
             rows.append(bench(name, sources[name], work))
-    counts = Counter(row["head"] for row in rows)
-    save("own_data", {"datasets": rows, "heads": dict(counts), "alpha": 0.35,
-                      "aims": aims(rows)})
+    result = {"datasets": rows, "heads": dict(Counter(row["head"] for row in rows)), "alpha": 0.35,
+              "aims": aims(rows)}
+    save("own_data", result)
+    if "flowers5" in args.only:
+        save("own_data", {**result, "flowers5_square_and_size": photo_settings()})
 
 
 def aims(rows: list[dict]) -> dict:

@@ -12,7 +12,7 @@ from conftest import run_script
 
 from lilTinyNet_finetuner import first_trainable_layer
 from tinynet.errors import UserError
-from tinynet.training import epoch_batches, steps_per_call
+from tinynet.training import epoch_batches, steps_per_call, train
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,26 @@ def test_many_steps_per_call_end_each_epoch_where_its_batches_end():
     expected = weights_at_epoch_ends(1)
     np.testing.assert_allclose(weights_at_epoch_ends(steps_per_call(12, 5)), expected, rtol=1e-6)
     assert not np.allclose(weights_at_epoch_ends(5)[0], expected[0])  # the trap is real
+
+
+def test_a_baseline_no_epoch_beats_keeps_the_starting_weights_and_patience_counts_from_the_run(tmp_path):
+    """Validation labels no model can fit (half of each input's copies labelled each way) cap
+    validation accuracy at 0.5: with a baseline of 0.5 no epoch is kept, and the run still trains
+    until its own best is `patience` epochs old, not `patience` epochs after the baseline."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[rng.integers(0, 2, 32)]
+    x_val, y_val = np.concatenate([x[:8], x[:8]]), np.eye(2, dtype="float32")[[0] * 8 + [1] * 8]
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    net.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+    start = net.get_weights()
+    run = train(net, {"train": x, "val": x_val}, {"train": y, "val": y_val}, epochs=6, batch_size=8, seed=0,
+                output=tmp_path / "m.h5", resume=False, log_dir=None, patience=2, baseline=0.5)
+    assert run.best_epoch == 0 and len(run.rows) == 3, "epoch 1 is the run's best: it stops after epoch 3"
+    assert all(row["val_accuracy"] == 0.5 for row in run.rows)
+    for before, after in zip(start, net.get_weights(), strict=True):
+        np.testing.assert_array_equal(after, before)
 
 
 def test_a_random_weights_base_fine_tunes_and_reloads_in_a_fresh_process(tiny_tree, tmp_path):

@@ -11,13 +11,14 @@ import signal
 import struct
 import subprocess
 import sys
+import tarfile
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, class_images, png_bytes, run_script, write_image_tree
+from conftest import ROOT, class_images, png_bytes, run_script, write_image_tree, write_tarball
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +45,15 @@ def bad_trees(root: Path) -> dict[str, Path]:
     trees["mismatch"] = write_image_tree(root / "mismatch", {"train": 2, "test": 1})
     shutil.rmtree(trees["mismatch"] / "test" / "dog")
     trees["one_class"] = write_image_tree(root / "one_class", {"train": 2, "test": 1}, classes=["cat"])
+    trees["evil"] = root / "evil.tar"
+    with tarfile.open(trees["evil"], "w") as archive:
+        image = png_bytes(class_images(0, 1)[0])
+        for name in ("train/cat/0.png", "train/dog/0.png", "../evil.png"):
+            member = tarfile.TarInfo(name)
+            member.size = len(image)
+            archive.addfile(member, io.BytesIO(image))
+    trees["cut"] = root / "cut.tar.gz"
+    trees["cut"].write_bytes(write_tarball(trees["mismatch"], root / "whole.tar.gz").read_bytes()[:300])
     return trees
 
 
@@ -73,6 +83,8 @@ def row_cases(root, trees, tiny_tree, tiny_base, weights):
         ("base", ok + ["--data-dir", str(trees["no_images"])], "train/frog has no images"),
         ("base", ok + ["--data-dir", str(trees["mismatch"])], "differ"),
         ("base", ok + ["--data-dir", str(trees["one_class"])], "two or more"),
+        ("base", ok + ["--data-dir", str(trees["evil"])], "'../evil.png' points outside the archive"),
+        ("base", ok + ["--data-dir", str(trees["cut"])], "neither a folder nor a readable"),
         ("base", ok + ["--weights", str(root / "nowhere.h5")], "no such file"),
         ("base", ok + ["--weights", str(root / "notes.txt")], "does not fit"),
         ("base", ok + ["--alpha", "0.5"], "does not fit"),

@@ -318,7 +318,7 @@ def split_data(data: Dataset, val_split: float | None, test_split: float | None,
             chosen[split] = part.images, part.labels, part.files
             continue
         fraction = fractions[split] = fraction or held_out_fraction(train.labels)
-        if recorded and split in recorded:
+        if recorded and split in recorded and train.files:
             mask = _recorded_mask([train.files[i] for i in indices], recorded[split], split)
         else:
             rng = np.random.default_rng(seed if salt == 0 else (seed, salt))
@@ -346,7 +346,7 @@ def load_recorded(record: dict, data_dir: str | None = None) -> tuple[Dataset, S
     data = load_dataset(None if source in (None, "keras") else source, record.get("image_size"),
                         record.get("square", "crop"))
     return data, split_data(data, record.get("val_split"), record.get("test_split"), record.get("seed", 0),
-                            record.get("carved") if not data_dir or data_dir == record.get("source") else None)
+                            record.get("carved"))
 
 
 def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

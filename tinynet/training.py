@@ -140,6 +140,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     and its optimizer (Dropout's random state and Adam's moments included), the epoch history and
     the early-stopping bookkeeping; `restore()` picks a run up from there. A NaN or infinite loss
     stops training at once. At the end the best epoch's weights are put back into the model.
+    Patience counts from the best epoch the run itself trained, not from a baseline it was given:
+    fine-tuning first falls below its base, and needs time to climb back past it.
     """
 
     def __init__(self, folder: Path, patience: int):
@@ -148,6 +150,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.rows: list[dict[str, float]] = []
         self.best_accuracy, self.best_epoch, self.diverged = -1.0, 0, False
         self.best_weights: list[np.ndarray] | None = None
+        self.run_best_accuracy, self.run_best_epoch = -1.0, 0  # the best among trained epochs
 
     def restore(self) -> int:
         """Load the saved state into the model; return the first epoch still to run (0: none saved)."""
@@ -155,6 +158,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             return 0
         state = json.loads((self.folder / "state.json").read_text())
         self.rows, self.best_accuracy, self.best_epoch = state["rows"], state["best_accuracy"], state["best_epoch"]
+        self.run_best_accuracy, self.run_best_epoch = state["run_best_accuracy"], state["run_best_epoch"]
         self.model.optimizer.build(self.model.trainable_variables)
         with np.load(self.folder / "last.npz") as last:
             for variable, value in zip(self._variables(), last.values(), strict=True):
@@ -184,12 +188,19 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best_accuracy, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
             self.best_weights = self.model.get_weights()
             save_arrays(self.folder / "best.npz", self.best_weights)
+        if logs["val_accuracy"] > self.run_best_accuracy:
+            self.run_best_accuracy, self.run_best_epoch = float(logs["val_accuracy"]), epoch + 1
         save_arrays(self.folder / "last.npz", [keras.ops.convert_to_numpy(v) for v in self._variables()])
         write_json(self.folder / "state.json", {"rows": self.rows, "best_accuracy": self.best_accuracy,
-                                                 "best_epoch": self.best_epoch})
-        if epoch + 1 - self.best_epoch >= self.patience:
+                                                 "best_epoch": self.best_epoch,
+                                                 "run_best_accuracy": self.run_best_accuracy,
+                                                 "run_best_epoch": self.run_best_epoch})
+        if self.stopped_early(epoch + 1):
             print(f"early stopping: no better validation accuracy for {self.patience} epochs")
             self.model.stop_training = True
+
+    def stopped_early(self, epochs_done: int) -> bool:
+        return epochs_done > 0 and epochs_done - self.run_best_epoch >= self.patience
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
@@ -229,8 +240,7 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
     if steps_per_epoch % net.steps_per_execution:  # one stream for all epochs: a call must not cross an epoch's end
         raise ValueError(f"steps_per_execution {net.steps_per_execution} does not divide an epoch's "
                          f"{steps_per_epoch} steps; compile with steps_per_call()")
-    stopped_early = first_epoch and first_epoch - checkpoint.best_epoch >= checkpoint.patience
-    if first_epoch < epochs and not stopped_early:
+    if first_epoch < epochs and not checkpoint.stopped_early(first_epoch):
         net.fit(epoch_batches(inputs["train"], labels["train"], batch_size, seed, first_epoch, epochs, augment),
                 epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
                 shuffle=False,  # epoch_batches shuffles, reproducibly per epoch
