@@ -22,7 +22,14 @@ from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
 import keras
 import numpy as np
 
-from tinynet.data import data_record, load_dataset, one_hot, split_data
+from tinynet.batches import in_batches
+from tinynet.data import (
+    data_record,
+    load_dataset,
+    one_hot,
+    preprocess_data,  # noqa: F401  the original's contract: from lilTinyNet import preprocess_data
+    split_data,
+)
 from tinynet.devices import add_device_args, jit_compile, scaled, set_up
 from tinynet.images import SQUARE_METHODS
 from tinynet.linear_head import MAX_IMAGES, PENALTIES, fit_linear_head
@@ -36,35 +43,22 @@ from tinynet.model import (
     feature_extractor,
     with_classifier,
 )
+from tinynet.runfiles import check_free_space, run_info, save_model, sidecar_path, space_needed, write_sidecar
 from tinynet.training import (
-    check_free_space,
+    HEAD_STEPS_PER_CALL,
+    PASS_BATCH_SIZE,
     cosine_schedule,
     evaluate_splits,
     extract_features,
-    in_batches,
     report_divergence,
-    run_info,
-    save_model,
-    sidecar_path,
-    space_needed,
     steps_per_call,
     timed,
     train,
-    write_sidecar,
 )
 
-HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
-PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was 3% slower here and took 440 MB more
 EPOCHS = 10  # the head's default epochs on a large set such as CIFAR-10
 MIN_HEAD_STEPS = 1000  # on fewer images, more epochs: a head needs about this many steps (bench_own_data)
 CHECK_IMAGES = 8  # called eagerly, the model holds all their activations at once: 32 took 0.9 GB at alpha 1.0
-
-
-def preprocess_data(X: np.ndarray, Y: np.ndarray, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """The original's helper: (m, 32, 32, 3) uint8 images and (m,) or (m, 1) labels to what
-    the saved model's evaluate() takes. The model scales and resizes images itself, so X only
-    becomes a uint8 array; Y becomes one-hot."""
-    return np.asarray(X, dtype=np.uint8), one_hot(Y, num_classes)
 
 
 def parse_args(argv: list[str] | None = None):

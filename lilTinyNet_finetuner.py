@@ -23,22 +23,24 @@ import numpy as np
 
 from tinynet.data import data_record, load_recorded, one_hot
 from tinynet.devices import add_device_args, jit_compile, scaled, set_up
-from tinynet.errors import UserError
-from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
-from tinynet.training import (
+from tinynet.model import (
+    check_num_classes,
+    compile_model,
+    count_weights,
+    first_trainable_layer,
+    load_saved_model,
+    unfreeze,
+)
+from tinynet.runfiles import (
     check_free_space,
-    cosine_schedule,
-    evaluate_splits,
     read_sidecar,
-    report_divergence,
     run_info,
     save_model,
     sidecar_path,
     space_needed,
-    timed,
-    train,
     write_sidecar,
 )
+from tinynet.training import cosine_schedule, evaluate_splits, report_divergence, timed, train
 
 EPOCHS = 30  # on a large set such as CIFAR-10
 MIN_STEPS = 300  # on a small one, more epochs: fine-tuning needs a few hundred steps to move the features
@@ -70,17 +72,6 @@ def parse_args(argv: list[str] | None = None):
     cli.add_run_args(group)
     add_device_args(parser)
     return parser.parse_args(argv)
-
-
-def first_trainable_layer(choice: str) -> str:
-    """'all', 'block_13', '13' or 'Conv_1' to the MobileNetV2 layer where training starts."""
-    if choice == "all":
-        return "Conv1"
-    name = f"block_{choice}" if choice.isdigit() else choice
-    name = name if name in BLOCK_NAMES or name == "Conv1" else f"{name}_expand"
-    if name not in BLOCK_NAMES + ["Conv1"]:
-        raise UserError(f"--unfreeze {choice}: expected all, Conv_1, or a block from block_1 to block_16")
-    return name
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -21,10 +21,17 @@ import numpy as np
 from common import DATA, WEIGHTS, save
 from keras import layers
 
-from lilTinyNet import HEAD_STEPS_PER_CALL, PASS_BATCH_SIZE, parse_args
+from lilTinyNet import parse_args
 from tinynet.data import load_dataset, one_hot, split_data
 from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells, scale_and_resize
-from tinynet.training import cosine_schedule, evaluate_splits, steps_per_call, train
+from tinynet.training import (
+    HEAD_STEPS_PER_CALL,
+    PASS_BATCH_SIZE,
+    cosine_schedule,
+    evaluate_splits,
+    steps_per_call,
+    train,
+)
 
 DEFAULTS = parse_args([])
 IMAGE_SIZE, EPOCHS, BATCH_SIZE, PATIENCE = 128, 10, DEFAULTS.batch_size, 3  # CIFAR-10's defaults

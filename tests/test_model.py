@@ -13,7 +13,8 @@ from lilTinyNet import check_cached_head_matches, preprocess_data
 from tinynet.data import one_hot
 from tinynet.errors import UserError
 from tinynet.model import FusedAdam, build_model, compile_model, feature_extractor, unfreeze
-from tinynet.training import extract_features, save_model, write_sidecar
+from tinynet.runfiles import save_model, write_sidecar
+from tinynet.training import extract_features
 
 
 @pytest.fixture(scope="module")

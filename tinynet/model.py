@@ -214,6 +214,17 @@ def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.sc
         )
 
 
+def first_trainable_layer(choice: str) -> str:
+    """'all', 'block_13', '13' or 'Conv_1' to the MobileNetV2 layer where training starts."""
+    if choice == "all":
+        return "Conv1"
+    name = f"block_{choice}" if choice.isdigit() else choice
+    name = name if name in BLOCK_NAMES or name == "Conv1" else f"{name}_expand"
+    if name not in BLOCK_NAMES + ["Conv1"]:
+        raise UserError(f"--unfreeze {choice}: expected all, Conv_1, or a block from block_1 to block_16")
+    return name
+
+
 def unfreeze(model: keras.Model, from_layer: str) -> list[str]:
     """Make MobileNetV2 trainable from `from_layer` (a block name such as block_13_expand) to its top.
 
