@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
-from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
-
-# isort: split
-import keras
 import numpy as np
 
+from tinynet import cli
 from tinynet.batches import in_batches
 from tinynet.data import (
     data_record,
@@ -38,6 +36,7 @@ from tinynet.model import (
     MIN_IMAGE_SIZE,
     build_model,
     check_base_settings,
+    check_cached_head_matches,
     compile_model,
     count_weights,
     feature_extractor,
@@ -55,6 +54,9 @@ from tinynet.training import (
     timed,
     train,
 )
+
+if TYPE_CHECKING:  # for the type hints only: tinynet imports TensorFlow first, quietly
+    import keras
 
 EPOCHS = 10  # the head's default epochs on a large set such as CIFAR-10
 MIN_HEAD_STEPS = 1000  # on fewer images, more epochs: a head needs about this many steps (bench_own_data)
@@ -204,20 +206,6 @@ def train_in_epochs(net: keras.Model, inputs: dict[str, np.ndarray], labels: dic
                 output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience)
     report_divergence(run)
     return run.rows, {"best_epoch": run.best_epoch}
-
-
-def check_cached_head_matches(model: keras.Model, classifier: keras.Model, images: np.ndarray,
-                              features: np.ndarray) -> None:
-    """The assembled model must predict what the head predicted from the cached features.
-
-    Called, not predict()ed: tracing the whole model to run it once took 1 to 2 s. Called eagerly,
-    the base rounds differently from the pass's graph (probabilities up to 8e-6 apart), hence
-    a tolerance of 1e-4: a wrongly assembled model misses it by orders of magnitude."""
-    from_images = keras.ops.convert_to_numpy(model(images, training=False))
-    from_features = keras.ops.convert_to_numpy(classifier(features, training=False))
-    if not (np.array_equal(from_images.argmax(1), from_features.argmax(1))
-            and np.allclose(from_images, from_features, atol=1e-4)):
-        raise RuntimeError("the assembled model disagrees with the head trained on cached features")
 
 
 if __name__ == "__main__":

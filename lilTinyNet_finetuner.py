@@ -15,12 +15,9 @@ from __future__ import annotations
 import math
 import time
 
-from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
-
-# isort: split
-
 import numpy as np
 
+from tinynet import cli
 from tinynet.data import data_record, load_recorded, one_hot
 from tinynet.devices import add_device_args, jit_compile, scaled, set_up
 from tinynet.model import (

@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
-
-# isort: split
+from tinynet import cli
 from tinynet.evaluation import add_eval_args, evaluate, latency_ms, load_test_data, model_facts, table, throughput
 from tinynet.model import check_num_classes, load_saved_model
 from tinynet.runfiles import read_sidecar

@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the scripts: TensorFlow imported quietly, common flags, user errors as one line."""
+"""Command-line plumbing shared by the scripts: common flags, user errors as one line, and the hold
+on native stderr that quiets TensorFlow's start-up (used by tinynet/__init__.py)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,6 @@ def native_stderr_held() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
 
-
-# TF_CPP_MIN_LOG_LEVEL=0 asks for every line: then the start-up lines show too (why no GPU was found, say).
-with native_stderr_held() if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" else contextlib.nullcontext():
-    import tensorflow
-
-    tensorflow.config.list_physical_devices("GPU")  # the first probe of the GPU platform logs too
 
 
 def make_parser(doc: str) -> argparse.ArgumentParser:

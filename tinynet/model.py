@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -176,6 +177,20 @@ def scale_and_resize(image: keras.KerasTensor, image_size: int, square: str = "c
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The frozen front of the model: raw images to the features the classifier reads."""
     return keras.Model(model.input, model.get_layer("features").output, name="feature_extractor")
+
+
+def check_cached_head_matches(model: keras.Model, classifier: keras.Model, images: np.ndarray,
+                              features: np.ndarray) -> None:
+    """The assembled model must predict what the head predicted from the cached features.
+
+    Called, not predict()ed: tracing the whole model to run it once took 1 to 2 s. Called eagerly,
+    the base rounds differently from the pass's graph (probabilities up to 8e-6 apart), hence
+    a tolerance of 1e-4: a wrongly assembled model misses it by orders of magnitude."""
+    from_images = keras.ops.convert_to_numpy(model(images, training=False))
+    from_features = keras.ops.convert_to_numpy(classifier(features, training=False))
+    if not (np.array_equal(from_images.argmax(1), from_features.argmax(1))
+            and np.allclose(from_images, from_features, atol=1e-4)):
+        raise RuntimeError("the assembled model disagrees with the head trained on cached features")
 
 
 class FusedAdam(keras.optimizers.Adam):
