@@ -80,23 +80,15 @@ def parse_args(argv: list[str] | None = None):
                        help=f"auto: gap up to {MAX_IMAGES} training images, else blocks. blocks: blocks 13 and "
                             "16, 2x2-pooled, + Dense(512); gap: global pool + linear layer, its L2 penalty "
                             "chosen on validation; original: Flatten + Dense(1024)")
-    group = parser.add_argument_group("training (blocks and original heads)")
-    group.add_argument("--epochs", type=cli.positive_int, default=None,
-                       help=f"at most; default {EPOCHS}, more on a small set so that the head trains at "
-                            f"least {MIN_HEAD_STEPS} steps; early stopping may end sooner")
-    group.add_argument("--batch-size", type=cli.positive_int, default=256,
-                       help="cached features (or images, with --no-feature-cache) per training step")
-    group.add_argument("--learning-rate", type=cli.positive_float, default=2e-3,
-                       help="Adam's initial rate, decayed along a cosine to 0 over --epochs")
-    group.add_argument("--patience", type=cli.positive_int, default=None,
-                       help="stop after this many epochs without a better validation accuracy; "
-                            "default: 3, or a third of --epochs when that is more")
     group.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                        help="run the frozen base on every image in every epoch, as the original did")
-    group = parser.add_argument_group("output")
-    group.add_argument("--output", default="cifar10_lilTinyNet.h5",
-                       help="the trained model; its .json sidecar goes beside it")
-    cli.add_run_args(group)
+    cli.add_training_args(
+        parser, "training (blocks and original heads)",
+        epochs=f"{EPOCHS}, more on a small set so that the head trains at least {MIN_HEAD_STEPS} steps",
+        batch_size=256, batch_help="cached features (or images, with --no-feature-cache) per training step",
+        learning_rate=2e-3, rate_help="Adam's initial rate, decayed along a cosine to 0 over --epochs",
+        patience="3, or a third of --epochs when that is more")
+    cli.add_output_args(parser, "cifar10_lilTinyNet.h5")
     add_device_args(parser)
     return parser.parse_args(argv)
 
