@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
-
-# isort: split
-from tinynet import plots
+from tinynet import cli, plots
 from tinynet.evaluation import add_eval_args, evaluate, load_test_data, report_files, table
 from tinynet.model import check_num_classes, load_saved_model
 

@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
-from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
-
-# isort: split
-import keras
 import numpy as np
 
-from tinynet.data import data_record, load_dataset, one_hot, split_data
+from tinynet import cli
+from tinynet.batches import in_batches
+from tinynet.data import (
+    data_record,
+    load_dataset,
+    one_hot,
+    preprocess_data,  # noqa: F401  the original's contract: from lilTinyNet import preprocess_data
+    split_data,
+)
 from tinynet.devices import add_device_args, jit_compile, scaled, set_up
 from tinynet.images import SQUARE_METHODS
 from tinynet.linear_head import MAX_IMAGES, PENALTIES, fit_linear_head
@@ -31,40 +36,31 @@ from tinynet.model import (
     MIN_IMAGE_SIZE,
     build_model,
     check_base_settings,
+    check_cached_head_matches,
     compile_model,
     count_weights,
     feature_extractor,
     with_classifier,
 )
+from tinynet.runfiles import check_free_space, run_info, save_model, sidecar_path, space_needed, write_sidecar
 from tinynet.training import (
-    check_free_space,
+    HEAD_STEPS_PER_CALL,
+    PASS_BATCH_SIZE,
     cosine_schedule,
     evaluate_splits,
     extract_features,
-    in_batches,
     report_divergence,
-    run_info,
-    save_model,
-    sidecar_path,
-    space_needed,
     steps_per_call,
     timed,
     train,
-    write_sidecar,
 )
 
-HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
-PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was 3% slower here and took 440 MB more
+if TYPE_CHECKING:  # for the type hints only: tinynet imports TensorFlow first, quietly
+    import keras
+
 EPOCHS = 10  # the head's default epochs on a large set such as CIFAR-10
 MIN_HEAD_STEPS = 1000  # on fewer images, more epochs: a head needs about this many steps (bench_own_data)
 CHECK_IMAGES = 8  # called eagerly, the model holds all their activations at once: 32 took 0.9 GB at alpha 1.0
-
-
-def preprocess_data(X: np.ndarray, Y: np.ndarray, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """The original's helper: (m, 32, 32, 3) uint8 images and (m,) or (m, 1) labels to what
-    the saved model's evaluate() takes. The model scales and resizes images itself, so X only
-    becomes a uint8 array; Y becomes one-hot."""
-    return np.asarray(X, dtype=np.uint8), one_hot(Y, num_classes)
 
 
 def parse_args(argv: list[str] | None = None):
@@ -84,23 +80,15 @@ def parse_args(argv: list[str] | None = None):
                        help=f"auto: gap up to {MAX_IMAGES} training images, else blocks. blocks: blocks 13 and "
                             "16, 2x2-pooled, + Dense(512); gap: global pool + linear layer, its L2 penalty "
                             "chosen on validation; original: Flatten + Dense(1024)")
-    group = parser.add_argument_group("training (blocks and original heads)")
-    group.add_argument("--epochs", type=cli.positive_int, default=None,
-                       help=f"at most; default {EPOCHS}, more on a small set so that the head trains at "
-                            f"least {MIN_HEAD_STEPS} steps; early stopping may end sooner")
-    group.add_argument("--batch-size", type=cli.positive_int, default=256,
-                       help="cached features (or images, with --no-feature-cache) per training step")
-    group.add_argument("--learning-rate", type=cli.positive_float, default=2e-3,
-                       help="Adam's initial rate, decayed along a cosine to 0 over --epochs")
-    group.add_argument("--patience", type=cli.positive_int, default=None,
-                       help="stop after this many epochs without a better validation accuracy; "
-                            "default: 3, or a third of --epochs when that is more")
     group.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                        help="run the frozen base on every image in every epoch, as the original did")
-    group = parser.add_argument_group("output")
-    group.add_argument("--output", default="cifar10_lilTinyNet.h5",
-                       help="the trained model; its .json sidecar goes beside it")
-    cli.add_run_args(group)
+    cli.add_training_args(
+        parser, "training (blocks and original heads)",
+        epochs=f"{EPOCHS}, more on a small set so that the head trains at least {MIN_HEAD_STEPS} steps",
+        batch_size=256, batch_help="cached features (or images, with --no-feature-cache) per training step",
+        learning_rate=2e-3, rate_help="Adam's initial rate, decayed along a cosine to 0 over --epochs",
+        patience="3, or a third of --epochs when that is more")
+    cli.add_output_args(parser, "cifar10_lilTinyNet.h5")
     add_device_args(parser)
     return parser.parse_args(argv)
 
@@ -210,20 +198,6 @@ def train_in_epochs(net: keras.Model, inputs: dict[str, np.ndarray], labels: dic
                 output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience)
     report_divergence(run)
     return run.rows, {"best_epoch": run.best_epoch}
-
-
-def check_cached_head_matches(model: keras.Model, classifier: keras.Model, images: np.ndarray,
-                              features: np.ndarray) -> None:
-    """The assembled model must predict what the head predicted from the cached features.
-
-    Called, not predict()ed: tracing the whole model to run it once took 1 to 2 s. Called eagerly,
-    the base rounds differently from the pass's graph (probabilities up to 8e-6 apart), hence
-    a tolerance of 1e-4: a wrongly assembled model misses it by orders of magnitude."""
-    from_images = keras.ops.convert_to_numpy(model(images, training=False))
-    from_features = keras.ops.convert_to_numpy(classifier(features, training=False))
-    if not (np.array_equal(from_images.argmax(1), from_features.argmax(1))
-            and np.allclose(from_images, from_features, atol=1e-4)):
-        raise RuntimeError("the assembled model disagrees with the head trained on cached features")
 
 
 if __name__ == "__main__":

@@ -15,30 +15,29 @@ from __future__ import annotations
 import math
 import time
 
-from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
-
-# isort: split
-
 import numpy as np
 
+from tinynet import cli
 from tinynet.data import data_record, load_recorded, one_hot
 from tinynet.devices import add_device_args, jit_compile, scaled, set_up
-from tinynet.errors import UserError
-from tinynet.model import BLOCK_NAMES, check_num_classes, compile_model, count_weights, load_saved_model, unfreeze
-from tinynet.training import (
+from tinynet.model import (
+    check_num_classes,
+    compile_model,
+    count_weights,
+    first_trainable_layer,
+    load_saved_model,
+    unfreeze,
+)
+from tinynet.runfiles import (
     check_free_space,
-    cosine_schedule,
-    evaluate_splits,
     read_sidecar,
-    report_divergence,
     run_info,
     save_model,
     sidecar_path,
     space_needed,
-    timed,
-    train,
     write_sidecar,
 )
+from tinynet.training import cosine_schedule, evaluate_splits, report_divergence, timed, train
 
 EPOCHS = 30  # on a large set such as CIFAR-10
 MIN_STEPS = 300  # on a small one, more epochs: fine-tuning needs a few hundred steps to move the features
@@ -48,39 +47,24 @@ MIN_BATCH = 16  # below this, the noise of the gradient outweighs the extra step
 
 def parse_args(argv: list[str] | None = None):
     parser = cli.make_parser(__doc__)
-    group = parser.add_argument_group("models")
+    group = parser.add_argument_group("base model")
     group.add_argument("--base", default="cifar10_lilTinyNet.h5", help="the model lilTinyNet.py trained")
-    group.add_argument("--output", default="cifar10_finetuned_lilTinyNet.h5",
-                       help="the fine-tuned model; its .json sidecar goes beside it")
     cli.add_data_args(parser, from_base=True)
     group = parser.add_argument_group("fine-tuning")
     group.add_argument("--unfreeze", default="block_3",
                        help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
                             "Conv_1 (the last conv only; --head gap or original) or all")
-    group.add_argument("--epochs", type=cli.positive_int, default=None,
-                       help=f"at most; default {EPOCHS}, more on a small set so that training takes at least "
-                            f"{MIN_STEPS} steps; early stopping may end sooner")
-    group.add_argument("--batch-size", type=cli.positive_int, default=None,
-                       help=f"default {BATCH_SIZE}, smaller on a small set (an eighth of it, at least {MIN_BATCH})")
-    group.add_argument("--learning-rate", type=cli.positive_float, default=3e-4,
-                       help="peak Adam rate, reached after a warm-up of one epoch (at least 1/30 of training)")
-    group.add_argument("--patience", type=cli.positive_int, default=None,
-                       help="stop after this many epochs without a better validation accuracy; default: "
-                            "a quarter of --epochs, at least 8: the cosine's last, low-rate epochs gain the most")
-    cli.add_run_args(group)
+    cli.add_training_args(
+        parser, "training",
+        epochs=f"{EPOCHS}, more on a small set so that training takes at least {MIN_STEPS} steps",
+        batch_size=None, batch_help=f"default {BATCH_SIZE}, smaller on a small set (an eighth of it, at least "
+                                    f"{MIN_BATCH})",
+        learning_rate=3e-4, rate_help="peak Adam rate, reached after a warm-up of one epoch (at least 1/30 of "
+                                      "training), then decayed along a cosine to 0",
+        patience="a quarter of --epochs, at least 8: the cosine's last, low-rate epochs gain the most")
+    cli.add_output_args(parser, "cifar10_finetuned_lilTinyNet.h5")
     add_device_args(parser)
     return parser.parse_args(argv)
-
-
-def first_trainable_layer(choice: str) -> str:
-    """'all', 'block_13', '13' or 'Conv_1' to the MobileNetV2 layer where training starts."""
-    if choice == "all":
-        return "Conv1"
-    name = f"block_{choice}" if choice.isdigit() else choice
-    name = name if name in BLOCK_NAMES or name == "Conv1" else f"{name}_expand"
-    if name not in BLOCK_NAMES + ["Conv1"]:
-        raise UserError(f"--unfreeze {choice}: expected all, Conv_1, or a block from block_1 to block_16")
-    return name
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tinynet import cli  # first: it quiets TensorFlow's C++ start-up logs
-
-# isort: split
+from tinynet import cli
 from tinynet.evaluation import add_eval_args, evaluate, latency_ms, load_test_data, model_facts, table, throughput
 from tinynet.model import check_num_classes, load_saved_model
-from tinynet.training import read_sidecar
+from tinynet.runfiles import read_sidecar
 
 COLUMNS = [("model", "model", ""), ("accuracy", "accuracy", ".4f"), ("gain_over_base", "gain", "+.4f"),
            ("loss", "loss", ".4f"), ("top3_accuracy", "top-3", ".4f"), ("total_params", "params", ","),

@@ -42,10 +42,9 @@ def forward_pass_seconds(image_size: int) -> dict[str, float]:
     code = f"""
 import json, os, time
 import numpy as np
-from lilTinyNet import PASS_BATCH_SIZE
 from tinynet.data import load_dataset
 from tinynet.model import build_model, feature_extractor
-from tinynet.training import extract_features
+from tinynet.training import PASS_BATCH_SIZE, extract_features
 data = load_dataset({str(DATA)!r}, {image_size})
 images = np.concatenate([part.images for part in data.parts.values()])
 seconds = {{}}

@@ -20,10 +20,9 @@ def throughput(base: str, steps: int, batch_size: int, unfreeze: str) -> dict:
     pipeline or by uint8 tensors already in memory with no augmentation, in one process."""
     code = f"""
 import json, time, keras
-from lilTinyNet_finetuner import first_trainable_layer
 from tinynet.data import load_dataset, one_hot, split_data
-from tinynet.model import compile_model, unfreeze
-from tinynet.training import epoch_batches
+from tinynet.model import compile_model, first_trainable_layer, unfreeze
+from tinynet.batches import epoch_batches
 data = load_dataset({str(DATA)!r}, 128)
 splits = split_data(data, None, None, 0)
 x, y = splits.images["train"], one_hot(splits.labels["train"], 10)

@@ -21,13 +21,18 @@ import numpy as np
 from common import DATA, WEIGHTS, save
 from keras import layers
 
-from lilTinyNet import HEAD_STEPS_PER_CALL, PASS_BATCH_SIZE, parse_args
 from tinynet.data import load_dataset, one_hot, split_data
 from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells, scale_and_resize
-from tinynet.training import cosine_schedule, evaluate_splits, steps_per_call, train
+from tinynet.training import (
+    HEAD_STEPS_PER_CALL,
+    PASS_BATCH_SIZE,
+    cosine_schedule,
+    evaluate_splits,
+    steps_per_call,
+    train,
+)
 
-DEFAULTS = parse_args([])
-IMAGE_SIZE, EPOCHS, BATCH_SIZE, PATIENCE = 128, 10, DEFAULTS.batch_size, 3  # CIFAR-10's defaults
+IMAGE_SIZE, EPOCHS, BATCH_SIZE, LEARNING_RATE, PATIENCE = 128, 10, 256, 2e-3, 3  # lilTinyNet.py's on CIFAR-10
 SEEDS = (0, 1)
 MAPS = (*TAPS, "block_12_add", "block_15_add", "out_relu")  # out_relu: the base's own output, after Conv_1
 
@@ -87,7 +92,7 @@ def train_head(inputs: dict, labels: dict, make_layers, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
     net = keras.Sequential([keras.Input(inputs["train"].shape[1:]), *make_layers()])
     steps = math.ceil(len(labels["train"]) / BATCH_SIZE)
-    schedule = cosine_schedule(DEFAULTS.learning_rate, EPOCHS * steps)
+    schedule = cosine_schedule(LEARNING_RATE, EPOCHS * steps)
     compile_model(net, schedule, steps_per_call(steps, HEAD_STEPS_PER_CALL), jit_compile=False)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

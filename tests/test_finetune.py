@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from lilTinyNet_finetuner import first_trainable_layer
+from tinynet.batches import epoch_batches
 from tinynet.errors import UserError
-from tinynet.training import epoch_batches, steps_per_call, train
+from tinynet.model import first_trainable_layer
+from tinynet.training import steps_per_call, train
 
 
 @pytest.fixture(scope="module")

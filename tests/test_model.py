@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from conftest import class_images, run_script
 
-from lilTinyNet import check_cached_head_matches, preprocess_data
+from lilTinyNet import preprocess_data
 from tinynet.data import one_hot
 from tinynet.errors import UserError
-from tinynet.model import FusedAdam, build_model, compile_model, feature_extractor, unfreeze
-from tinynet.training import extract_features, save_model, write_sidecar
+from tinynet.model import FusedAdam, build_model, check_cached_head_matches, compile_model, feature_extractor, unfreeze
+from tinynet.runfiles import save_model, write_sidecar
+from tinynet.training import extract_features
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from tinynet import cli
 from tinynet.cli import native_stderr_held
 from tinynet.data import load_dataset
 from tinynet.errors import UserError
-from tinynet.training import check_free_space
+from tinynet.runfiles import check_free_space
 
 
 def bad_trees(root: Path) -> dict[str, Path]:

@@ -1,5 +1,6 @@
 """lilTinyNet's shared code: data loading, the model, training and the command-line plumbing."""
 
+import contextlib
 import logging
 import os
 
@@ -8,3 +9,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras's absl warnings here are advice that does not apply: the .h5 format is required (the
 # original's file names), and a loaded model's metrics are built by its first evaluate().
 logging.getLogger("absl").setLevel(logging.ERROR)
+
+from tinynet.cli import native_stderr_held  # noqa: E402
+
+# TensorFlow is imported here, quietly, so that whichever tinynet module a script imports first
+# does it, before anything else can. TF_CPP_MIN_LOG_LEVEL=0 asks for every line: then the
+# start-up lines show too (why no GPU was found, say).
+with native_stderr_held() if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" else contextlib.nullcontext():
+    import tensorflow
+
+    tensorflow.config.list_physical_devices("GPU")  # the first probe of the GPU platform logs too

@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the scripts: TensorFlow imported quietly, common flags, user errors as one line."""
+"""Command-line plumbing shared by the scripts: common flags, user errors as one line, and the hold
+on native stderr that quiets TensorFlow's start-up (used by tinynet/__init__.py)."""
 
 from __future__ import annotations
 
@@ -39,12 +40,6 @@ def native_stderr_held() -> Iterator[None]:
             os.close(saved)
 
 
-# TF_CPP_MIN_LOG_LEVEL=0 asks for every line: then the start-up lines show too (why no GPU was found, say).
-with native_stderr_held() if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" else contextlib.nullcontext():
-    import tensorflow
-
-    tensorflow.config.list_physical_devices("GPU")  # the first probe of the GPU platform logs too
-
 
 def make_parser(doc: str) -> argparse.ArgumentParser:
     """A parser whose --help shows the script's docstring and every default."""
@@ -59,7 +54,11 @@ class Parser(argparse.ArgumentParser):
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, and the docstring's line breaks kept."""
+    """Defaults in the help, and the docstring's line breaks kept. A default of None is chosen at
+    run time (from the data or the base run), which the flag's own help describes."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def positive_int(text: str) -> int:
@@ -130,7 +129,22 @@ def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> N
                        help="seeds the split, the weight initialisation and the shuffling")
 
 
-def add_run_args(group: argparse._ArgumentGroup) -> None:
+def add_training_args(parser: argparse.ArgumentParser, title: str, *, epochs: str, batch_size: int | None,
+                      batch_help: str, learning_rate: float, rate_help: str, patience: str) -> None:
+    """The flags both trainers share, with each one's defaults and how it sizes them to the data;
+    epochs and patience default to None: the trainer chooses them from the set's size."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--epochs", type=positive_int, default=None,
+                       help=f"at most; early stopping may end sooner; default {epochs}")
+    group.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_help)
+    group.add_argument("--learning-rate", type=positive_float, default=learning_rate, help=rate_help)
+    group.add_argument("--patience", type=positive_int, default=None,
+                       help=f"stop after this many epochs without a better validation accuracy; default {patience}")
+
+
+def add_output_args(parser: argparse.ArgumentParser, output: str) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--output", default=output, help="the trained model; its .json sidecar goes beside it")
     group.add_argument("--resume", action="store_true",
                        help="continue an interrupted run from its last completed epoch (same flags)")
     group.add_argument("--log-dir", default=None, help="write TensorBoard logs and epochs.csv here")

@@ -369,3 +369,10 @@ def _recorded_mask(files: list[str], recorded: list[str], split: str) -> np.ndar
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(m,) or (m, 1) integer labels to (m, num_classes) float32 one-hot rows."""
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels).reshape(-1)]
+
+
+def preprocess_data(X: np.ndarray, Y: np.ndarray, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The original's helper (lilTinyNet.preprocess_data): (m, 32, 32, 3) uint8 images and (m,) or (m, 1) labels to what
+    the saved model's evaluate() takes. The model scales and resizes images itself, so X only
+    becomes a uint8 array; Y becomes one-hot."""
+    return np.asarray(X, dtype=np.uint8), one_hot(Y, num_classes)

@@ -12,8 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tinynet.batches import in_batches
 from tinynet.data import load_recorded
-from tinynet.training import in_batches, read_sidecar
+from tinynet.runfiles import read_sidecar
 
 STANDARD_MODELS = ["cifar10_lilTinyNet.h5", "cifar10_finetuned_lilTinyNet.h5"]
 

@@ -117,7 +117,7 @@ def decode_jpegs(contents: list[bytes], max_side: int) -> list[np.ndarray] | Non
         return tf.ensure_shape(image, (*size, 3))
 
     options = tf.data.Options()
-    options.autotune.enabled = False  # as in every pipeline here: see tinynet.training.prefetched
+    options.autotune.enabled = False  # as in every pipeline here: see tinynet.batches.prefetched
     try:
         size = tuple(int(n) for n in tf.io.extract_jpeg_shape(contents[0])[:2])
         if size[0] != size[1] or size[0] > max_side:

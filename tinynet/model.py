@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -178,6 +179,20 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer("features").output, name="feature_extractor")
 
 
+def check_cached_head_matches(model: keras.Model, classifier: keras.Model, images: np.ndarray,
+                              features: np.ndarray) -> None:
+    """The assembled model must predict what the head predicted from the cached features.
+
+    Called, not predict()ed: tracing the whole model to run it once took 1 to 2 s. Called eagerly,
+    the base rounds differently from the pass's graph (probabilities up to 8e-6 apart), hence
+    a tolerance of 1e-4: a wrongly assembled model misses it by orders of magnitude."""
+    from_images = keras.ops.convert_to_numpy(model(images, training=False))
+    from_features = keras.ops.convert_to_numpy(classifier(features, training=False))
+    if not (np.array_equal(from_images.argmax(1), from_features.argmax(1))
+            and np.allclose(from_images, from_features, atol=1e-4)):
+        raise RuntimeError("the assembled model disagrees with the head trained on cached features")
+
+
 class FusedAdam(keras.optimizers.Adam):
     """Keras's Adam, each weight's update done by one TensorFlow kernel (ResourceApplyAdam).
 
@@ -212,6 +227,17 @@ def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.sc
             steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,
         )
+
+
+def first_trainable_layer(choice: str) -> str:
+    """'all', 'block_13', '13' or 'Conv_1' to the MobileNetV2 layer where training starts."""
+    if choice == "all":
+        return "Conv1"
+    name = f"block_{choice}" if choice.isdigit() else choice
+    name = name if name in BLOCK_NAMES or name == "Conv1" else f"{name}_expand"
+    if name not in BLOCK_NAMES + ["Conv1"]:
+        raise UserError(f"--unfreeze {choice}: expected all, Conv_1, or a block from block_1 to block_16")
+    return name
 
 
 def unfreeze(model: keras.Model, from_layer: str) -> list[str]:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tinynet.evaluation import Evaluation  # noqa: E402
-from tinynet.training import read_sidecar  # noqa: E402
+from tinynet.runfiles import read_sidecar  # noqa: E402
 
 
 def prediction_grid(evaluation: Evaluation, images: np.ndarray, path: Path, count: int = 25) -> Path:

@@ -1,82 +1,26 @@
-"""Training plumbing shared by both stages: features, callbacks, history, atomic saving, sidecars."""
+"""Training shared by both stages: the learning-rate schedule, the feature pass, the
+resumable checkpoint callback, and evaluation."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
-import os
 import shutil
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tinynet.batches import epoch_batches, in_batches
 from tinynet.errors import UserError
+from tinynet.runfiles import save_arrays, state_dir, write_json
 
-
-def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
-                  augment: bool = False) -> tf.data.Dataset:
-    """Training batches for epochs first_epoch .. epochs-1, in one stream.
-
-    Epoch e's order, and each image's augmentation, depend only on (seed, e): a resumed run sees
-    exactly the batches an uninterrupted one would. Augmentation flips and shifts each image by up
-    to 1/8 of its size (a random crop of the zero-padded image); images stay uint8 throughout.
-    """
-    n = len(x)
-
-    def gather(indices):  # in NumPy: a TensorFlow copy of a large feature cache would double its memory
-        return x[indices], y[indices]
-
-    def batch_of(indices):
-        images, labels = tf.numpy_function(gather, [indices], (x.dtype, y.dtype))
-        return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y.shape[1:]))
-
-    def augmented(images, labels, epoch_seed, indices):
-        height, width, channels = x.shape[1:]
-        pad_h, pad_w = height // 8, width // 8
-
-        def one(args):
-            image, index = args
-            flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed + [0, index], 2))
-            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-            image = tf.image.pad_to_bounding_box(image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
-            return tf.image.stateless_random_crop(image, (height, width, channels), crop_seed)
-
-        return tf.map_fn(one, (images, indices), fn_output_signature=images.dtype), labels
-
-    def one_epoch(epoch):
-        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * n])
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), epoch_seed)
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-        if augment:
-            return batches.map(lambda i: (*batch_of(i), i)).map(
-                lambda images, labels, i: augmented(images, labels, epoch_seed, i), num_parallel_calls=tf.data.AUTOTUNE)
-        return batches.map(batch_of)
-
-    return prefetched(tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch))
-
-
-def prefetched(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """The dataset with two batches prefetched and tf.data's autotuning off: its background model
-    thread holds up the destruction of every iterator, so the end of each fit() or predict(), for
-    seconds (measured: 5 to 7 s after head training, 3.9 s after a 6.4 s test pass). Parallel maps
-    asking for AUTOTUNE then get one call per core."""
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.prefetch(2).with_options(options)
-
-
-def in_batches(arrays: np.ndarray | tuple[np.ndarray, ...], batch_size: int) -> tf.data.Dataset:
-    """An array, or a tuple of them, in memory as prefetched batches, in order: for validation and
-    evaluation. Keras builds a new data adapter for NumPy arrays on every call, which cost 0.1 s per
-    epoch of a head's training."""
-    return prefetched(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))
+HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
+PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was slower and took more memory
 
 
 def steps_per_call(steps_per_epoch: int, at_most: int) -> int:
@@ -99,23 +43,6 @@ def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: d
     return {split: {name: float(value) for name, value in model.evaluate(
         in_batches((inputs[split], labels[split]), batch_size), verbose=0, return_dict=True).items()}
         for split in splits}
-
-
-def run_info(stage: str, args, data: dict, class_names: list[str], history: list[dict[str, float]],
-             metrics: dict, times: dict, **extra) -> dict:
-    """What the sidecar records: settings, classes, the data record (tinynet.data.data_record),
-    per-epoch history, metrics and times."""
-    return {
-        "stage": stage,
-        "settings": vars(args),
-        "class_names": class_names,
-        "data": data,
-        **extra,
-        "history": history,
-        "metrics": metrics,
-        "times": times,
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-    }
 
 
 def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -260,81 +187,9 @@ def report_divergence(run: RunCheckpoint) -> None:
           f"keeping the best epoch so far ({run.best_epoch})")
 
 
-def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    """np.savez, atomically: a kill mid-write leaves the previous file whole."""
-    partial = path.with_name(f".{path.stem}.partial.npz")
-    np.savez(partial, *arrays)
-    os.replace(partial, path)
-
-
 @contextmanager
 def timed(times: dict[str, float], phase: str) -> Iterator[None]:
     """Record the wall time of a phase into times[phase], in seconds."""
     start = time.perf_counter()
     yield
     times[phase] = round(time.perf_counter() - start, 2)
-
-
-def sidecar_path(model_path: str | Path) -> Path:
-    """cifar10_lilTinyNet.h5 -> cifar10_lilTinyNet.json"""
-    return Path(model_path).with_suffix(".json")
-
-
-def state_dir(model_path: str | Path) -> Path:
-    """Checkpoints of a run in progress live beside its output: cifar10_lilTinyNet.state/"""
-    return Path(model_path).with_suffix(".state")
-
-
-def save_model(model: keras.Model, path: str | Path) -> None:
-    """Write the model so that no crash can cost the user a model: to a temporary file in the same
-    folder, reloaded and checked to predict what the model in memory predicts, then renamed over
-    the target in one step. Until that rename, a model already at `path` stays untouched."""
-    path = Path(path)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same suffix: Keras picks the format by it
-    probe = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    try:
-        model.save(partial)
-        reloaded = keras.models.load_model(partial)
-        # called, not predict()ed: tracing two graphs to run each once took longer than the calls
-        before, after = (keras.ops.convert_to_numpy(m(probe, training=False)) for m in (model, reloaded))
-        if not np.allclose(after, before, atol=1e-5):
-            raise RuntimeError(f"{partial} reloads with different predictions; {path} was left as it was")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def space_needed(model: keras.Model) -> int:
-    """Bytes a run writes beside its output: the model, its temporary copy and two checkpoints,
-    all float32, plus room for the optimizer's moments in the last one."""
-    return 6 * 4 * model.count_params() + 50 * 2**20
-
-
-def check_free_space(path: str | Path, needed: int) -> None:
-    """Fail before training, not after it, when the disk cannot hold what the run will write."""
-    free = shutil.disk_usage(Path(path).resolve().parent).free
-    if free < needed:
-        raise UserError(f"only {free / 2**20:.0f} MiB free beside {path}; the run needs about "
-                        f"{needed / 2**20:.0f} MiB: free some space or choose another --output")
-
-
-def write_sidecar(model_path: str | Path, info: dict) -> None:
-    """The JSON beside a finished model; the run's checkpoints are no longer needed after it."""
-    write_json(sidecar_path(model_path), info)
-    shutil.rmtree(state_dir(model_path), ignore_errors=True)
-
-
-def write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def read_sidecar(model_path: str | Path) -> dict:
-    """The settings, history and metrics that training wrote beside a model; {} if none or unreadable."""
-    path = sidecar_path(model_path)
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        warnings.warn(f"ignoring unreadable sidecar {path}", stacklevel=2)
-        return {}
