@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from tinynet import cli
-from tinynet.data import data_record, load_recorded, one_hot
+from tinynet.data import data_record, load_recorded_data, one_hot, split_recorded
 from tinynet.devices import add_device_args, jit_compile, scaled, set_up
 from tinynet.model import (
     check_num_classes,
@@ -37,7 +37,15 @@ from tinynet.runfiles import (
     space_needed,
     write_sidecar,
 )
-from tinynet.training import cosine_schedule, evaluate_splits, report_divergence, timed, train
+from tinynet.training import (
+    clearly_better,
+    cosine_schedule,
+    evaluate_splits,
+    guesses,
+    report_divergence,
+    timed,
+    train,
+)
 
 EPOCHS = 30  # on a large set such as CIFAR-10
 MIN_STEPS = 300  # on a small one, more epochs: fine-tuning needs a few hundred steps to move the features
@@ -82,8 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
     with strategy.scope():
         model = load_saved_model(args.base)
     with timed(times, "load_data"):
-        data, splits = load_recorded(record, args.data_dir)
+        data = load_recorded_data(record, args.data_dir)
     check_num_classes(model, data.num_classes, args.base)
+    splits = split_recorded(data, record)
     check_free_space(args.output, space_needed(model))
     images = splits.images
     labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
@@ -102,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{warmup} steps of warm-up, patience {patience}")
 
     # Epoch 0 is the base itself: fine-tuning must beat its validation accuracy to be kept.
-    base_val = evaluate_splits(model, images, labels, batch_size, splits=("val",))["val"]["accuracy"]
+    base_weights, base_guesses = model.get_weights(), guesses(model, images["val"], batch_size)
+    base_val = float(np.mean(base_guesses == splits.labels["val"]))
 
     # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
     unfrozen = unfreeze(model, from_layer)
@@ -116,7 +126,17 @@ def main(argv: list[str] | None = None) -> dict:
                     output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
                     augment=True, baseline=base_val)
     report_divergence(run)
-    if run.best_epoch == 0:
+    best_epoch = run.best_epoch
+
+    # On a small validation set a few lucky images make a "better" epoch: keep it only if its gain
+    # over the base is more than chance would give (a paired sign test, one standard deviation).
+    if best_epoch and not clearly_better(guesses(model, images["val"], batch_size), base_guesses,
+                                         splits.labels["val"]):
+        model.set_weights(base_weights)
+        print(f"epoch {best_epoch} beat the base model's validation accuracy {base_val:.4f} by no more than "
+              "chance gives: the output is the base model")
+        best_epoch = 0
+    elif best_epoch == 0:
         print(f"no epoch beat the base model's validation accuracy {base_val:.4f}: the output is the base model")
 
     # Evaluate the best weights, on un-augmented validation and test images.
@@ -129,13 +149,13 @@ def main(argv: list[str] | None = None) -> dict:
         save_model(model, args.output)
     times["total"] = round(time.perf_counter() - started, 2)
     info = run_info("finetune", args, data_record(data, splits, args.seed), data.class_names, run.rows, metrics,
-                    times, best_epoch=run.best_epoch, base=str(args.base), base_val_accuracy=base_val,
+                    times, best_epoch=best_epoch, base=str(args.base), base_val_accuracy=base_val,
                     base_metrics=base_info.get("metrics"), unfrozen_layers=unfrozen)
     write_sidecar(args.output, info)
 
     base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
     print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
-          f"after {len(run.rows)} epochs (best: {run.best_epoch}) in {times['total']:.0f} s")
+          f"after {len(run.rows)} epochs (best: {best_epoch}) in {times['total']:.0f} s")
     print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
     return info
 

@@ -13,7 +13,7 @@ from conftest import run_script
 from tinynet.batches import epoch_batches
 from tinynet.errors import UserError
 from tinynet.model import first_trainable_layer
-from tinynet.training import steps_per_call, train
+from tinynet.training import clearly_better, steps_per_call, train
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +150,29 @@ def test_a_baseline_no_epoch_beats_keeps_the_starting_weights_and_patience_count
         np.testing.assert_array_equal(after, before)
 
 
+def test_a_gain_on_validation_counts_only_beyond_chance():
+    labels = np.zeros(20, int)
+    base = np.array([0] * 10 + [1] * 10)  # right on the first ten
+
+    def tuned(gained: int, lost: int) -> np.ndarray:
+        guesses = base.copy()
+        guesses[10:10 + gained] = 0  # newly right
+        guesses[:lost] = 1  # newly wrong
+        return guesses
+
+    assert not clearly_better(base, base, labels)
+    assert not clearly_better(tuned(3, 1), base, labels), "+2 of 4 changed images: a coin does that"
+    assert clearly_better(tuned(2, 0), base, labels) and clearly_better(tuned(8, 2), base, labels)
+    assert not clearly_better(tuned(0, 3), base, labels)
+
+
 def test_a_random_weights_base_fine_tunes_and_reloads_in_a_fresh_process(tiny_tree, tmp_path):
     base, tuned = tmp_path / "base.h5", tmp_path / "tuned.h5"
     made = run_script("lilTinyNet.py", "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",
                       "--image-size", "32", "--epochs", "1", "--head", "gap", "--output", str(base))
     assert made.returncode == 0, made.stderr[-3000:]
     result = run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "1",
-                        "--unfreeze", "block_16")
+                        "--unfreeze", "block_16", "--batch-size", "64")
     assert result.returncode == 0, result.stderr[-3000:]
     code = f"""
 import json, keras

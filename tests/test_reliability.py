@@ -228,7 +228,7 @@ def test_kills_lose_no_model_and_resume_completes(tiny_tree, tiny_base, weights,
 
 def test_resume_ends_where_an_uninterrupted_run_ends(tiny_base, tmp_path):
     flags = ["lilTinyNet_finetuner.py", "--base", str(tiny_base), "--epochs", "4", "--unfreeze", "block_16",
-             "--learning-rate", "1e-3"]
+             "--learning-rate", "1e-3", "--batch-size", "64"]  # one step an epoch: the test is about epochs
     whole = tmp_path / "whole.h5"
     assert run_script(*flags, "--output", str(whole)).returncode == 0
     resumed = tmp_path / "resumed.h5"

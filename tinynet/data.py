@@ -342,11 +342,21 @@ def data_record(data: Dataset, splits: Splits, seed: int) -> dict:
 
 def load_recorded(record: dict, data_dir: str | None = None) -> tuple[Dataset, Splits]:
     """The data and split a model was trained on, from its sidecar's data record (or data_dir)."""
+    data = load_recorded_data(record, data_dir)
+    return data, split_recorded(data, record)
+
+
+def load_recorded_data(record: dict, data_dir: str | None = None) -> Dataset:
+    """The data a model was trained on, at its image size: from data_dir, else the record's source."""
     source = data_dir or record.get("source")
-    data = load_dataset(None if source in (None, "keras") else source, record.get("image_size"),
+    return load_dataset(None if source in (None, "keras") else source, record.get("image_size"),
                         record.get("square", "crop"))
-    return data, split_data(data, record.get("val_split"), record.get("test_split"), record.get("seed", 0),
-                            record.get("carved"))
+
+
+def split_recorded(data: Dataset, record: dict) -> Splits:
+    """The split the record describes: its fractions and seed, and the files it carved."""
+    return split_data(data, record.get("val_split"), record.get("test_split"), record.get("seed", 0),
+                      record.get("carved"))
 
 
 def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

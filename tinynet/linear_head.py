@@ -4,9 +4,11 @@ With a few hundred images, a head trained by epochs of mini-batches gets a handf
 stops wherever early stopping on a small validation set happens to land. A linear layer on
 globally pooled features is a convex problem instead (logistic regression): it is fitted to its
 optimum on the whole training set at once, once for each strength of its L2 penalty, and the
-penalty whose fit has the lowest validation cross-entropy is kept. Cross-entropy, not accuracy:
-on 20 images per class, accuracy moves in steps of several points and ties between penalties,
-while the loss still ranks them.
+strongest penalty whose validation cross-entropy is within one standard error of the lowest is
+kept (the "one-standard-error rule" of cross-validation): on a small validation set the lowest
+loss is itself noisy, and of fits it cannot tell apart the more regularised one generalises
+better. Cross-entropy, not accuracy: on 20 images per class, accuracy moves in steps of several
+points and ties between penalties, while the loss still ranks them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ FIT_RATE = 0.03
 
 
 def fit_linear_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int,
-                    seed: int) -> tuple[keras.Model, list[dict[str, float]]]:
-    """The best of one linear fit per penalty, and a row per penalty: its validation loss and accuracy.
-    Labels are one-hot."""
+                    seed: int) -> tuple[keras.Model, list[dict[str, float]], dict[str, float]]:
+    """Of one linear fit per penalty, the one kept; a row per penalty (its validation loss, the
+    loss's standard error, and accuracy); and the kept one's row. Labels are one-hot."""
     fits, rows = [], []
     tf.get_logger().setLevel("ERROR")  # each fit traces its own graph by design: TensorFlow warns of retracing
     for penalty in PENALTIES:
@@ -35,12 +37,14 @@ def fit_linear_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarra
         classifier = make_classifier("gap", features["train"].shape[1:], num_classes, penalty)
         fit(classifier, features["train"], labels["train"])
         probabilities = keras.ops.convert_to_numpy(classifier(features["val"], training=False))
-        true = (probabilities * labels["val"]).sum(1)
-        rows.append({"penalty": penalty, "val_loss": float(-np.mean(np.log(np.maximum(true, 1e-12)))),
+        losses = -np.log(np.maximum((probabilities * labels["val"]).sum(1), 1e-12))
+        rows.append({"penalty": penalty, "val_loss": float(losses.mean()),
+                     "val_loss_error": float(losses.std() / np.sqrt(len(losses))),
                      "val_accuracy": float(np.mean(probabilities.argmax(1) == labels["val"].argmax(1)))})
         fits.append(classifier)
-    best = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
-    return fits[best], rows
+    lowest = min(rows, key=lambda row: row["val_loss"])
+    kept = max(i for i, row in enumerate(rows) if row["val_loss"] <= lowest["val_loss"] + lowest["val_loss_error"])
+    return fits[kept], rows, rows[kept]
 
 
 def fit(classifier: keras.Model, x: np.ndarray, y: np.ndarray) -> None:

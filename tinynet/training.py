@@ -45,6 +45,20 @@ def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: d
         for split in splits}
 
 
+def guesses(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The class the model ranks first for each image."""
+    return model.predict(in_batches(images, batch_size), verbose=0).argmax(1)
+
+
+def clearly_better(guesses: np.ndarray, base_guesses: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether `guesses` beat `base_guesses` by more than chance: of the images exactly one of the
+    two gets right (n), the first must get more than n/2 + sqrt(n)/2, one standard deviation
+    above what a coin would give, a paired sign test."""
+    right, base_right = guesses == labels, base_guesses == labels
+    gained, lost = int(np.sum(right & ~base_right)), int(np.sum(base_right & ~right))
+    return gained - lost > np.sqrt(gained + lost)
+
+
 def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """One streamed forward pass: features are written batch by batch into one preallocated array,
     so the upscaled images never exist all at once and the output is never copied."""
