@@ -153,16 +153,14 @@ def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | N
         image_size = default_image_size([s for s in (image_shape(read()) for _, _, read in sample) if s] or [(32, 32)])
     decoded = {part: _decode_all(items, image_size, square) for part, items in by_part.items()}
     _check_bad_images(decoded, top)
-    parts = {}
-    for part, items in decoded.items():
-        good = [(name, class_name, image) for name, class_name, image in items if image is not None]
-        _check_not_empty({part: good}, class_names, prefixes, path)
-        parts[part] = Part(_stacked([image for _, _, image in good], image_size),
-                           np.array([class_names.index(class_name) for _, class_name, _ in good]),
-                           [top + name for name, _, _ in good])
-    if len({part.images.shape[1:] for part in parts.values()}) > 1:
-        parts = {name: Part(_stacked(list(part.images), image_size, force=True), part.labels, part.files)
-                 for name, part in parts.items()}
+    good = {part: [(name, class_name, image) for name, class_name, image in items if image is not None]
+            for part, items in decoded.items()}
+    _check_not_empty(good, class_names, prefixes, path)
+    one_shape = len({image.shape for items in good.values() for _, _, image in items}) == 1
+    parts = {part: Part(_stacked([image for _, _, image in items], image_size, one_shape),
+                        np.array([class_names.index(class_name) for _, class_name, _ in items]),
+                        [top + name for name, _, _ in items])
+             for part, items in good.items()}
     return Dataset(parts, class_names, "", image_size, layout)
 
 
@@ -267,9 +265,10 @@ def _check_bad_images(decoded: dict[str, list[tuple[str, str, np.ndarray | None]
     warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total}: {listed}", stacklevel=2)
 
 
-def _stacked(images: list[np.ndarray], size: int, force: bool = False) -> np.ndarray:
-    """One array; squares of different sizes (all below `size`) are first resized to `size`."""
-    if force or len({image.shape for image in images}) > 1:
+def _stacked(images: list[np.ndarray], size: int, one_shape: bool) -> np.ndarray:
+    """One array; unless all images (of every part) have one shape, the squares smaller than
+    `size` are first resized to it."""
+    if not one_shape:
         from PIL import Image
 
         images = [image if image.shape[:2] == (size, size) else

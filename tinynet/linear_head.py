@@ -31,17 +31,22 @@ def fit_linear_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarra
     """Of one linear fit per penalty, the one kept; a row per penalty (its validation loss, the
     loss's standard error, and accuracy); and the kept one's row. Labels are one-hot."""
     fits, rows = [], []
-    tf.get_logger().setLevel("ERROR")  # each fit traces its own graph by design: TensorFlow warns of retracing
-    for penalty in PENALTIES:
-        keras.utils.set_random_seed(seed)
-        classifier = make_classifier("gap", features["train"].shape[1:], num_classes, penalty)
-        fit(classifier, features["train"], labels["train"])
-        probabilities = keras.ops.convert_to_numpy(classifier(features["val"], training=False))
-        losses = -np.log(np.maximum((probabilities * labels["val"]).sum(1), 1e-12))
-        rows.append({"penalty": penalty, "val_loss": float(losses.mean()),
-                     "val_loss_error": float(losses.std() / np.sqrt(len(losses))),
-                     "val_accuracy": float(np.mean(probabilities.argmax(1) == labels["val"].argmax(1)))})
-        fits.append(classifier)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # each fit traces its own graph by design: TensorFlow would warn of retracing
+    try:
+        for penalty in PENALTIES:
+            keras.utils.set_random_seed(seed)
+            classifier = make_classifier("gap", features["train"].shape[1:], num_classes, penalty)
+            fit(classifier, features["train"], labels["train"])
+            probabilities = keras.ops.convert_to_numpy(classifier(features["val"], training=False))
+            losses = -np.log(np.maximum((probabilities * labels["val"]).sum(1), 1e-12))
+            rows.append({"penalty": penalty, "val_loss": float(losses.mean()),
+                         "val_loss_error": float(losses.std() / np.sqrt(len(losses))),
+                         "val_accuracy": float(np.mean(probabilities.argmax(1) == labels["val"].argmax(1)))})
+            fits.append(classifier)
+    finally:
+        logger.setLevel(level)
     lowest = min(rows, key=lambda row: row["val_loss"])
     kept = max(i for i, row in enumerate(rows) if row["val_loss"] <= lowest["val_loss"] + lowest["val_loss_error"])
     return fits[kept], rows, rows[kept]

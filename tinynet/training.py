@@ -38,11 +38,11 @@ def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> ker
 
 
 def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                    batch_size: int, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, float]]:
+                    batch_size: int) -> dict[str, dict[str, float]]:
     """Loss and accuracy on validation and, once, on test."""
     return {split: {name: float(value) for name, value in model.evaluate(
         in_batches((inputs[split], labels[split]), batch_size), verbose=0, return_dict=True).items()}
-        for split in splits}
+        for split in ("val", "test")}
 
 
 def guesses(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
