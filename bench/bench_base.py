@@ -2,6 +2,7 @@
 
     python bench/bench_base.py                      # bench configuration, image size 128
     python bench/bench_base.py --image-size 160
+    python bench/bench_base.py --alpha 1.0          # the users' default width
     python bench/bench_base.py --original           # also the original's way, end to end, 10 epochs
     python bench/bench_base.py --format batches     # the same pixels, as cifar-10-batches-py
     python bench/bench_base.py --tag bf16 --extra --precision bfloat16
@@ -27,12 +28,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import DATA, RESULTS, WEIGHTS, contract_accuracy, python_json, run_child, save
+from common import DATA, RESULTS, contract_accuracy, python_json, run_child, save, weights
 
 from tinynet.data import BATCH_FILES, load_dataset
 
 
-def forward_pass_seconds(image_size: int) -> dict[str, float]:
+def forward_pass_seconds(image_size: int, alpha: float) -> dict[str, float]:
     """Seconds for one pass over all 60,000 images of scale + resize + the frozen base, both as far
     as the default head reads it ("used") and whole, MobileNetV2 with include_top=False ("full").
     Each is run as lilTinyNet.py runs its pass (extract_features), after a warm-up that builds and
@@ -49,7 +50,7 @@ data = load_dataset({str(DATA)!r}, {image_size})
 images = np.concatenate([part.images for part in data.parts.values()])
 seconds = {{}}
 for name, head in (("used", "blocks"), ("full", "gap")):
-    extractor = feature_extractor(build_model(10, {image_size}, 0.35, {str(WEIGHTS)!r}, head))
+    extractor = feature_extractor(build_model(10, {image_size}, {alpha}, {str(weights(alpha))!r}, head))
     extractor.predict_on_batch(images[:PASS_BATCH_SIZE])  # warm-up: build and trace
     passes = []
     for _ in range(2):
@@ -100,9 +101,9 @@ print(json.dumps({{"seconds": time.perf_counter() - start}}))
     return python_json(code)["seconds"]
 
 
-def run_stage(name: str, extra: list[str], out_dir: Path, image_size: int, data: Path = DATA) -> dict:
+def run_stage(name: str, extra: list[str], out_dir: Path, image_size: int, alpha: float, data: Path = DATA) -> dict:
     output = out_dir / f"{name}.h5"
-    args = ["lilTinyNet.py", "--data-dir", str(data), "--alpha", "0.35", "--weights", str(WEIGHTS),
+    args = ["lilTinyNet.py", "--data-dir", str(data), "--alpha", str(alpha), "--weights", str(weights(alpha)),
             "--image-size", str(image_size), "--output", str(output), *extra]
     result = {"command": "python " + " ".join(args), **run_child(args, RESULTS / f"{name}.log")}
     sidecar = json.loads(output.with_suffix(".json").read_text())
@@ -114,19 +115,23 @@ def run_stage(name: str, extra: list[str], out_dir: Path, image_size: int, data:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--alpha", type=float, default=0.35, choices=(0.35, 1.0),
+                        help="MobileNetV2's width; 1.0 is the users' default (its shared weights are rebuilt)")
     parser.add_argument("--format", choices=("jpeg", "batches"), default="jpeg",
                         help="the shared JPEG tarball as it is, or its pixels in the official python format")
     parser.add_argument("--original", action="store_true", help="also run --no-feature-cache --head original")
+    parser.add_argument("--no-floor", action="store_true", help="skip timing the forward-pass floor")
     parser.add_argument("--tag", default="", help="added to the result's name")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for lilTinyNet.py")
     args = parser.parse_args()
-    tags = [t for t in (args.tag, args.format if args.format != "jpeg" else "") if t]
+    tags = [t for t in (args.tag, args.format if args.format != "jpeg" else "",
+                        f"alpha{args.alpha}" if args.alpha != 0.35 else "") if t]
     name = "_".join([f"base_{args.image_size}", *tags])
     with tempfile.TemporaryDirectory() as tmp:
         data = official_format(Path(tmp) / "cifar-10-batches-py") if args.format == "batches" else DATA
-        cached = run_stage(name, args.extra, Path(tmp), args.image_size, data)
-        floors = forward_pass_seconds(args.image_size)
-        for part in ("used", "full"):
+        cached = run_stage(name, args.extra, Path(tmp), args.image_size, args.alpha, data)
+        floors = {} if args.no_floor else forward_pass_seconds(args.image_size, args.alpha)
+        for part in ("used", "full") if floors else ():
             cached[f"forward_pass_{part}_seconds"] = round(floors[part], 1)
             cached[f"forward_pass_{part}_cores_busy"] = round(floors[f"{part}_cpu"] / floors[part], 2)
             cached[f"stage_over_forward_pass_{part}"] = round(cached["times"]["total"] / floors[part], 2)
@@ -137,7 +142,7 @@ def main() -> None:
         if args.original:
             original_name = "_".join([f"original_{args.image_size}", *tags])
             original = run_stage(original_name, ["--no-feature-cache", "--head", "original"], Path(tmp),
-                                 args.image_size, data)
+                                 args.image_size, args.alpha, data)
             ratio = original["times"]["total"] / cached["times"]["total"]
             original["time_ratio_original_over_cached"] = round(ratio, 1)
             save(original_name, original)

@@ -1,6 +1,7 @@
 """Bench the fine-tuning stage: accuracy curve over time, wall time, peak memory, pipeline cost.
 
     python bench/bench_finetune.py                  # bench configuration; trains the base first if needed
+    python bench/bench_finetune.py --alpha 1.0 --stop-after 3   # the users' width: its first epochs
 
 Models go to bench/results/models/ (not committed); numbers to bench/results/finetune[_TAG].json.
 """
@@ -9,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from common import DATA, RESULTS, WEIGHTS, contract_accuracy, python_json, run_child, save
+from common import DATA, RESULTS, ROOT, contract_accuracy, python_json, run_child, save, weights
 
 MODELS = RESULTS / "models"
 
@@ -43,17 +48,46 @@ print(json.dumps({{"pipeline_images_per_s": pipeline, "in_memory_images_per_s": 
     return python_json(code)
 
 
+def first_epochs(command: list[str], state: Path, epochs: int, log: Path) -> list[dict]:
+    """Run the fine-tuner with its own schedule, stop it once its state folder holds `epochs`
+    epochs, and return their history rows: the curve of a run too long to finish here."""
+    with open(log, "w") as out:
+        child = subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        while child.poll() is None:
+            time.sleep(10)
+            if (state / "state.json").exists():
+                rows = json.loads((state / "state.json").read_text())["rows"]
+                if len(rows) >= epochs:
+                    child.terminate()
+                    child.wait()
+                    return rows
+    raise SystemExit(f"the fine-tuner ended before {epochs} epochs; see {log}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alpha", type=float, default=0.35, choices=(0.35, 1.0),
+                        help="MobileNetV2's width; 1.0 is the users' default (its shared weights are rebuilt)")
+    parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                        help="stop after this many epochs of the default schedule and report their curve")
     parser.add_argument("--tag", default="", help="added to the result's name")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the fine-tuner")
     args = parser.parse_args()
-    name = f"finetune_{args.tag}" if args.tag else "finetune"
-    base, output = MODELS / "cifar10_lilTinyNet.h5", MODELS / "cifar10_finetuned_lilTinyNet.h5"
+    width = f"_alpha{args.alpha}" if args.alpha != 0.35 else ""
+    name = "_".join(["finetune" + width, *([args.tag] if args.tag else [])])
+    base, output = MODELS / f"cifar10{width}_lilTinyNet.h5", MODELS / f"cifar10{width}_finetuned_lilTinyNet.h5"
     if not base.exists():
-        run_child(["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", "0.35", "--weights", str(WEIGHTS),
-                   "--output", str(base)], RESULTS / "finetune_base.log")
+        run_child(["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", str(args.alpha),
+                   "--weights", str(weights(args.alpha)), "--output", str(base)], RESULTS / f"{name}_base.log")
     command = ["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(output), *args.extra]
+    if args.stop_after:
+        start = time.perf_counter()
+        rows = first_epochs(command, output.with_suffix(".state"), args.stop_after, RESULTS / f"{name}.log")
+        save(name, {"command": "python " + " ".join(command), "stopped_after_epochs": args.stop_after,
+                    "wall_seconds": round(time.perf_counter() - start, 1),
+                    "base_metrics": json.loads(base.with_suffix(".json").read_text())["metrics"],
+                    "curve": [{k: row[k] for k in ("epoch", "seconds", "accuracy", "val_accuracy")} for row in rows]})
+        return
     result = {"command": "python " + " ".join(command), **run_child(command, RESULTS / f"{name}.log")}
     info = json.loads(output.with_suffix(".json").read_text())
     result.update(times=info["times"], metrics=info["metrics"], base_metrics=info["base_metrics"],

@@ -14,7 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # a bench that runs in-process imports tinynet from this checkout
 SHARED = Path(os.environ.get("TINYNET_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data" / "cifar10-jpg-q75.tar.gz"
-WEIGHTS = SHARED / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+
+
+def weights(alpha: float) -> Path:
+    """The shared ImageNet weights of MobileNetV2 at this width (alpha 1.0's are rebuilt: see ../shared/README.md)."""
+    return SHARED / "keras" / "models" / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
+
+
+WEIGHTS = weights(0.35)
 RESULTS = ROOT / "bench" / "results"
 
 
