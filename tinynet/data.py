@@ -157,7 +157,7 @@ def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | N
             for part, items in decoded.items()}
     _check_not_empty(good, class_names, prefixes, path)
     one_shape = len({image.shape for items in good.values() for _, _, image in items}) == 1
-    parts = {part: Part(_stacked([image for _, _, image in items], image_size, one_shape),
+    parts = {part: Part(stack_images([image for _, _, image in items], image_size, one_shape),
                         np.array([class_names.index(class_name) for _, class_name, _ in items]),
                         [top + name for name, _, _ in items])
              for part, items in good.items()}
@@ -243,14 +243,18 @@ def _check_not_empty(by_part: dict[str, list], class_names: list[str], prefixes:
 
 def _decode_all(items: list[tuple[str, str, Reader]], image_size: int, square: str
                 ) -> list[tuple[str, str, np.ndarray | None]]:
+    images = decode_all([read() for _, _, read in items], image_size, square)
+    return [(name, class_name, image) for (name, class_name, _), image in zip(items, images, strict=True)]
+
+
+def decode_all(contents: list[bytes], image_size: int, square: str) -> list[np.ndarray | None]:
     """Decode each file as RGB at image_size; a file that is not a readable image gets None.
     JPEGs that TensorFlow can decode in batches are; the others by PIL, on every core."""
-    contents = [read() for _, _, read in items]
     images = decode_jpegs(contents, image_size)
     if images is None:
         with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL releases the GIL while it decodes and resizes
             images = list(pool.map(lambda data: decode_image(data, image_size, square), contents))
-    return [(name, class_name, image) for (name, class_name, _), image in zip(items, images, strict=True)]
+    return images
 
 
 def _check_bad_images(decoded: dict[str, list[tuple[str, str, np.ndarray | None]]], top: str) -> None:
@@ -265,7 +269,7 @@ def _check_bad_images(decoded: dict[str, list[tuple[str, str, np.ndarray | None]
     warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total}: {listed}", stacklevel=2)
 
 
-def _stacked(images: list[np.ndarray], size: int, one_shape: bool) -> np.ndarray:
+def stack_images(images: list[np.ndarray], size: int, one_shape: bool) -> np.ndarray:
     """One array; unless all images (of every part) have one shape, the squares smaller than
     `size` are first resized to it."""
     if not one_shape:

@@ -57,11 +57,17 @@ def decode_image(data: bytes, image_size: int | None = None, square: str = "crop
             if image_size and image.format == "JPEG":
                 image.draft("RGB", (image_size, image_size))
             rgb = to_rgb(ImageOps.exif_transpose(image))
-            if image_size and (rgb.width != rgb.height or rgb.width > image_size):
+            if image_size and not keeps_size(rgb.height, rgb.width, image_size):
                 rgb = square_image(rgb, image_size, square)
             return np.asarray(rgb)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
         return None
+
+
+def keeps_size(height: int, width: int, image_size: int) -> bool:
+    """Whether decode_image keeps an image of this size as it is (a square no larger than
+    image_size) rather than making it an image_size square."""
+    return height == width <= image_size
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -159,6 +159,23 @@ def with_classifier(extractor: keras.Model, classifier: keras.Model, head: str) 
     return keras.Model(extractor.input, classifier(extractor.output), name=f"lilTinyNet_{head}")
 
 
+def head_inputs(model: keras.Model) -> list[keras.KerasTensor]:
+    """The base's feature maps as the saved model's head reads them, deepest last: the tensors of
+    the model's own graph, so a model from them to the output (Grad-CAM's) is never disconnected."""
+    layer_names = {layer.name for layer in model.layers}
+    if all(f"{tap}_pool" in layer_names for tap in TAPS):  # the blocks head
+        return [model.get_layer(f"{tap}_pool").input for tap in TAPS]
+    return [model.get_layer("features").input]
+
+
+def input_settings(model: keras.Model) -> tuple[int, str]:
+    """The image size and the way photos were made square, as the model's own Resizing layer does
+    them: what a picture given to the model must be prepared with (tinynet.images.decode_image)."""
+    config = model.get_layer("resize").get_config()
+    square = "crop" if config["crop_to_aspect_ratio"] else "pad" if config.get("pad_to_aspect_ratio") else "stretch"
+    return config["height"], square
+
+
 def scale_and_resize(image: keras.KerasTensor, image_size: int, square: str = "crop") -> keras.KerasTensor:
     """uint8 images to MobileNetV2's input: scaled to [-1, 1], then made a square of image_size
     the way the data loader makes photos square (tinynet.images.square_image): centre crop, pad

@@ -96,7 +96,7 @@ def _tar_entries(path: Path) -> list[tuple[str, Reader | None]]:
             files = {m.name: _member_bytes(archive, archive_bytes, m) for m in members if m.isfile()}
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"--data-dir {path} is neither a folder nor a readable .tar, .tar.gz, .tgz or .zip "
+        raise UserError(f"{path} is neither a folder nor a readable .tar, .tar.gz, .tgz or .zip "
                         f"({reason.rstrip(':')})") from None
     files.update({link: files[target] for link, target in targets.items() if target in files})  # links to files
     folders = [m.name.rstrip("/") for m in members if m.isdir()]
@@ -124,7 +124,7 @@ def _zip_entries(path: Path) -> list[tuple[str, Reader | None]]:
         archive = zipfile.ZipFile(path)
         infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
-        raise UserError(f"--data-dir {path} is not a readable .zip ({error})") from None
+        raise UserError(f"{path} is not a readable .zip ({error})") from None
     for info in infos:
         _check_inside(path, info.filename)
 
@@ -144,4 +144,4 @@ def _check_inside(path: Path, name: str) -> None:
     extracted here, but such a member is never an honest data set."""
     name = name.replace("\\", "/")
     if name.startswith("/") or ".." in name.split("/") or (len(name) > 1 and name[1] == ":"):
-        raise UserError(f"--data-dir {path}: member {name!r} points outside the archive; refusing to read it")
+        raise UserError(f"{path}: member {name!r} points outside the archive; refusing to read it")

@@ -1,0 +1,93 @@
+"""Classify your own images with a trained lilTinyNet model.
+
+    python predict.py photo.jpg                             # the 3 likeliest classes of one image
+    python predict.py photos/ more.zip 'shots/**/*.png' --csv predictions.csv
+    python predict.py photos/ --explain heat_maps/          # and where in each image the model looked
+
+Files, folders (walked recursively), archives (.zip, .tar, .tar.gz, .tgz) and glob patterns are
+read as the training data is, and every image is prepared exactly as in training and evaluation:
+the same decoder, EXIF orientation, conversion to RGB and way of making a photo square (which
+the model itself records). Class names come from the model's sidecar (its .json).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tinynet import cli
+from tinynet.errors import UserError
+from tinynet.gradcam import GradCam, save_overlay
+from tinynet.model import load_saved_model
+from tinynet.prediction import classify, find_images
+from tinynet.runfiles import read_sidecar
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER_OR_GLOB", help="what to classify")
+    parser.add_argument("--model", default="cifar10_finetuned_lilTinyNet.h5", help="a model the kit saved")
+    parser.add_argument("--top", type=cli.positive_int, default=3, help="classes shown per image")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per forward pass")
+    output = parser.add_argument_group("output").add_mutually_exclusive_group()
+    output.add_argument("--json", metavar="PATH", help="also write every image's top classes here as JSON")
+    output.add_argument("--csv", metavar="PATH", help="also write them here as CSV, one row per image")
+    parser.add_argument("--explain", metavar="OUT_DIR",
+                        help="write a Grad-CAM heat map over each image for its top class into this folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    for flag, path in (("--json", args.json), ("--csv", args.csv)):
+        if path:
+            cli.check_output(path, flag, suffix=None)
+    heat_map_dir = cli.make_folder(args.explain, "--explain") if args.explain else None
+    model = load_saved_model(args.model)
+    class_names = read_sidecar(args.model).get("class_names")
+    if not class_names:
+        print(f"note: {args.model} has no sidecar (.json beside it): classes are shown as numbers")
+        class_names = [str(i) for i in range(model.output_shape[-1])]
+    files = find_images(args.inputs)
+
+    # Classify in chunks; each image's classes ranked by probability.
+    grad_cam = GradCam(model) if heat_map_dir else None
+    rows = []
+    for names, images, probabilities in classify(model, files, args.batch_size):
+        ranked = np.argsort(-probabilities, axis=1)[:, :args.top]
+        heat_maps = grad_cam.heat_maps(images, ranked[:, 0]) if grad_cam else [None] * len(names)
+        for name, image, p, order, heat_map in zip(names, images, probabilities, ranked, heat_maps, strict=True):
+            if heat_map is not None:
+                save_overlay(image, heat_map, heat_map_dir / f"{len(rows):05d}_{Path(name).stem}.png")
+            rows.append({"path": name, "top": [{"class": class_names[c], "probability": float(p[c])} for c in order]})
+
+    if not rows:
+        raise UserError(f"none of the {len(files)} file(s) given is a readable image")
+
+    # Report: one line per image, and the files asked for.
+    width = max(len(row["path"]) for row in rows)
+    for row in rows:
+        print(row["path"].ljust(width), "  ".join(f"{t['class']} ({t['probability']:.2f})" for t in row["top"]),
+              sep="  ")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "images": rows}, indent=2) + "\n")
+    if args.csv:
+        write_csv(Path(args.csv), rows, args.top)
+    if heat_map_dir:
+        print(f"heat maps: {heat_map_dir}/")
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], top: int) -> None:
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["path", *[f"{kind}_{k}" for k in range(1, top + 1) for kind in ("class", "probability")]])
+        for row in rows:
+            writer.writerow([row["path"], *[v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")]])
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,68 @@
+"""Classifying image files with a saved model, each image prepared exactly as in training."""
+
+from __future__ import annotations
+
+import glob
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tinynet.data import decode_all, stack_images
+from tinynet.errors import UserError
+from tinynet.images import image_shape, is_image_name, keeps_size
+from tinynet.model import input_settings
+from tinynet.sources import Reader, list_files
+
+CHUNK = 256  # images decoded and classified at a time: memory stays bounded however many there are
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def find_images(inputs: list[str]) -> list[tuple[str, Reader]]:
+    """(name, reader) for every image named: files as they are, folders walked recursively and
+    archives read as the data loader reads them, and glob patterns (** included) expanded."""
+    found: list[tuple[str, Reader]] = []
+    for given in inputs:
+        paths = [Path(given)] if Path(given).exists() else [Path(p) for p in sorted(glob.glob(given, recursive=True))]
+        if not paths:
+            warn(f"skipped {given}: no such file, folder or match")
+        for path in paths:
+            if path.is_dir() or zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
+                # by extension, or else by content, as the data loader decides
+                found += [(f"{path}/{name}", read) for name, read in list_files(path)
+                          if read and (is_image_name(name) or image_shape(read()) is not None)]
+            else:
+                found.append((str(path), path.read_bytes))
+    if not found:
+        raise UserError(f"no images found in {' '.join(inputs)}")
+    return found
+
+
+def classify(model: keras.Model, files: list[tuple[str, Reader]], batch_size: int
+             ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """(names, images, probabilities) for each chunk of files, the images at the model's input as
+    the evaluators give them; an unreadable file is a warning and is left out."""
+    image_size, square = input_settings(model)
+    # As the data loader: unless every image keeps one shape, those kept small are resized too.
+    shapes = {shape if keeps_size(*shape, image_size) else (image_size, image_size)
+              for shape in (image_shape(read()) for _, read in files) if shape}
+    progress = keras.utils.Progbar(len(files), unit_name="image") if len(files) > CHUNK else None
+    for start in range(0, len(files), CHUNK):
+        chunk = files[start:start + CHUNK]
+        images = decode_all([read() for _, read in chunk], image_size, square)
+        for (name, _), image in zip(chunk, images, strict=True):
+            if image is None:
+                warn(f"skipped {name}: not a readable image")
+        kept = [(name, image) for (name, _), image in zip(chunk, images, strict=True) if image is not None]
+        if kept:
+            batch = stack_images([image for _, image in kept], image_size, len(shapes) == 1)
+            yield [name for name, _ in kept], batch, model.predict(batch, batch_size=batch_size, verbose=0)
+        if progress:
+            progress.update(start + len(chunk))
