@@ -77,6 +77,7 @@ def main() -> None:
     name = "_".join(["finetune" + width, *([args.tag] if args.tag else [])])
     base, output = MODELS / f"cifar10{width}_lilTinyNet.h5", MODELS / f"cifar10{width}_finetuned_lilTinyNet.h5"
     if not base.exists():
+        MODELS.mkdir(parents=True, exist_ok=True)
         run_child(["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", str(args.alpha),
                    "--weights", str(weights(args.alpha)), "--output", str(base)], RESULTS / f"{name}_base.log")
     command = ["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(output), *args.extra]
