@@ -1,0 +1,89 @@
+"""Export a trained lilTinyNet model for phones and CPU servers; every export is checked first.
+
+    python export.py --format tflite tflite-int8            # beside the model: .tflite, _int8.tflite
+    python export.py --model my.h5 --format onnx openvino --output exports/my
+
+Formats: savedmodel (TensorFlow Serving), tflite (LiteRT, for phones), tflite-int8 (a quarter of
+the size, calibrated on training images), onnx (ONNX Runtime) and openvino (OpenVINO IR, for Intel
+CPUs). An export takes uint8 RGB images as the data loader gives them and returns probabilities.
+
+Before an export is reported written, it runs on the test set (a sample of --check-images) in its
+own runtime and is compared with the Keras model: float formats must give the same top class for
+99.9% of the images and probabilities within 1e-4, int8 may lose at most 1 point of accuracy.
+The numbers go into a .check.json beside it. The runtimes are optional packages:
+pip install -r requirements-export.txt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tinynet import cli, exporting
+from tinynet.data import load_recorded
+from tinynet.errors import UserError
+from tinynet.model import load_saved_model
+from tinynet.runfiles import read_sidecar, write_json
+
+CALIBRATION_IMAGES = 300  # training images that set int8's activation ranges
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--model", default="cifar10_finetuned_lilTinyNet.h5", help="a model the kit saved")
+    parser.add_argument("--format", nargs="+", choices=exporting.FORMATS, required=True, dest="formats",
+                        help="one or more")
+    parser.add_argument("--output", default=None,
+                        help="path and name the exports start with (default: the model's, without .h5)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where the model's data now is, if it moved (default: what its sidecar names)")
+    parser.add_argument("--check-images", type=cli.positive_int, default=1000,
+                        help="test images every export is checked on")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    exporting.check_packages(args.formats)
+    stem = Path(args.output) if args.output else Path(args.model).with_suffix("")
+    cli.check_output(str(stem), "--output", suffix=None)
+    model = load_saved_model(args.model)
+
+    # The test images to check on, and training images to calibrate int8 on, as the model saw them.
+    _, splits = load_recorded(read_sidecar(args.model).get("data", {}), args.data_dir)
+    rng = np.random.default_rng(0)
+    test = rng.permutation(len(splits.labels["test"]))[:args.check_images]
+    images, labels = splits.images["test"][test], splits.labels["test"][test]
+    calibration = splits.images["train"][rng.permutation(len(splits.labels["train"]))[:CALIBRATION_IMAGES]]
+    keras_probabilities = model.predict(images, batch_size=100, verbose=0)
+
+    # Each format: written under a temporary name, run in its own runtime, moved into place if it passes.
+    checks = []
+    for fmt in args.formats:
+        path = exporting.export_path(stem, fmt)
+        partial = path.with_name(f".partial_{path.name}")  # the suffix kept: exporters go by it
+        exporting.remove(partial)
+        exporting.write_export(model, fmt, partial, images.shape[1:], calibration)
+        probabilities = exporting.run_in_batches(exporting.load_runner(fmt, partial), images)
+        check = exporting.compare(fmt, probabilities, keras_probabilities, labels)
+        check.update(path=str(path), megabytes=round(exporting.file_bytes(partial) / 2**20, 2))
+        if check["passed"]:
+            exporting.replace(partial, path)
+            write_json(Path(f"{path}.check.json"), check)
+        else:
+            exporting.remove(partial)
+        checks.append(check)
+        print(f"{fmt:12} {'written' if check['passed'] else 'FAILED its check, not written':30} {path}  "
+              f"{check['megabytes']:.1f} MB, accuracy {check['accuracy']:.4f} (Keras {check['keras_accuracy']:.4f}), "
+              f"top class agrees {check['top_class_agreement']:.2%}, "
+              f"max difference {check['max_probability_difference']:.1e}")
+    failed = [c["format"] for c in checks if not c["passed"]]
+    if failed:
+        raise UserError(f"{', '.join(failed)} did not match the Keras model; nothing was written for "
+                        f"{'it' if len(failed) == 1 else 'them'}")
+    return checks
+
+
+if __name__ == "__main__":
+    cli.run(main)

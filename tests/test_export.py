@@ -1,0 +1,94 @@
+"""export.py: every format is written only after it matches the Keras model in its own runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_script
+
+import export
+from tinynet import exporting
+from tinynet.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_base, tmp_path_factory):
+    stem = tmp_path_factory.mktemp("exports") / "tiny"
+    checks = export.main(["--model", str(tiny_base), "--format", *exporting.FORMATS, "--output", str(stem)])
+    return stem, checks
+
+
+def test_every_format_is_written_with_its_check(exported):
+    stem, checks = exported
+    assert [c["format"] for c in checks] == list(exporting.FORMATS)
+    for check in checks:
+        path = exporting.export_path(stem, check["format"])
+        assert path.exists() and check["passed"], check
+        assert json.loads((path.parent / f"{path.name}.check.json").read_text()) == check
+        assert check["images"] == 15, "the whole (tiny) test set"
+    assert not list(stem.parent.glob(".partial*")), "no temporary export is left behind"
+
+
+def test_float_exports_match_keras_and_int8_is_smaller(exported, tiny_base):
+    stem, checks = exported
+    by_format = {c["format"]: c for c in checks}
+    for fmt in ("savedmodel", "tflite", "onnx", "openvino"):
+        assert by_format[fmt]["top_class_agreement"] == 1.0
+        assert by_format[fmt]["max_probability_difference"] <= 1e-4
+    assert by_format["tflite-int8"]["accuracy"] >= by_format["tflite-int8"]["keras_accuracy"] - 0.01
+    int8 = exporting.export_path(stem, "tflite-int8").stat().st_size
+    assert int8 < exporting.export_path(stem, "tflite").stat().st_size / 2
+    assert int8 < tiny_base.stat().st_size / 2
+
+
+def test_an_export_runs_in_a_fresh_process_without_tensorflow_or_keras(exported):
+    """A phone or server has only the runtime: the .tflite file runs in ai_edge_litert alone."""
+    stem, _ = exported
+    code = f"""
+import sys, numpy as np
+sys.modules["tensorflow"] = sys.modules["keras"] = None  # importing either now fails
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path={str(exporting.export_path(stem, "tflite"))!r})
+interpreter.allocate_tensors()
+source = interpreter.get_input_details()[0]
+interpreter.set_tensor(source["index"], np.zeros(source["shape"], np.uint8))
+interpreter.invoke()
+print(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).sum())
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.split()[-1]) == pytest.approx(1.0, abs=1e-5), "probabilities sum to 1"
+
+
+def test_a_failed_check_writes_nothing(tiny_base, tmp_path, monkeypatch):
+    """An export that disagrees with Keras is removed, not reported written, and the run fails."""
+    monkeypatch.setattr(exporting, "run_in_batches", lambda run, images: np.full((len(images), 3), 1 / 3))
+    with pytest.raises(UserError, match="tflite did not match the Keras model"):
+        export.main(["--model", str(tiny_base), "--format", "tflite", "--output", str(tmp_path / "bad")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_runtime_is_one_line_naming_the_package(tiny_base, tmp_path):
+    code = f"""
+import sys
+sys.modules["onnxruntime"] = None
+sys.argv = ["export.py", "--model", {str(tiny_base)!r}, "--format", "onnx", "--output", {str(tmp_path / "x")!r}]
+import runpy
+runpy.run_path("export.py", run_name="__main__")
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --format onnx needs the package onnxruntime: pip install -r requirements-export.txt")
+
+
+def test_help_lists_the_formats():
+    result = run_script("export.py", "--help")
+    assert result.returncode == 0
+    assert all(fmt in result.stdout for fmt in exporting.FORMATS)

@@ -1,0 +1,139 @@
+"""Exporting a saved model for phones and CPU servers, and running each export in its own runtime.
+
+Every export takes what the Keras model takes, uint8 RGB images of the size the data loader gives
+(the test set's), and returns class probabilities. Keras's own model.export() writes the SavedModel,
+LiteRT and ONNX files; int8 LiteRT and OpenVINO are converted from the SavedModel by their own
+tools, the path that works with Keras 3 (TFLiteConverter.from_keras_model does not).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tinynet.errors import UserError
+
+FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "openvino")
+SUFFIXES = {"savedmodel": "_savedmodel", "tflite": ".tflite", "tflite-int8": "_int8.tflite", "onnx": ".onnx",
+            "openvino": "_openvino"}
+PACKAGES = {"tflite": ["ai-edge-litert"], "tflite-int8": ["ai-edge-litert"], "onnx": ["onnx", "onnxruntime", "tf2onnx"],
+            "openvino": ["openvino"]}
+KERAS_FORMATS = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def check_packages(formats: list[str]) -> None:
+    """Refuse, before any work, a format whose optional packages are not installed."""
+    for fmt in formats:
+        for package in PACKAGES.get(fmt, []):
+            try:
+                importlib.import_module(package.replace("-", "_"))
+            except ImportError:
+                raise UserError(f"--format {fmt} needs the package {package}: "
+                                "pip install -r requirements-export.txt") from None
+
+
+def export_path(stem: Path, fmt: str) -> Path:
+    """cifar10_finetuned_lilTinyNet + tflite-int8 -> cifar10_finetuned_lilTinyNet_int8.tflite"""
+    return stem.with_name(stem.name + SUFFIXES[fmt])
+
+
+def write_export(model: keras.Model, fmt: str, path: Path, image_shape: tuple[int, ...],
+                 calibration: np.ndarray) -> None:
+    """The model in one format at path; int8 is calibrated on the given (training) images."""
+    signature = [keras.InputSpec(shape=(None, *image_shape), dtype="uint8")]
+    if fmt in KERAS_FORMATS:
+        model.export(str(path), format=KERAS_FORMATS[fmt], input_signature=signature, verbose=False)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        saved_model = str(Path(folder) / "savedmodel")
+        model.export(saved_model, format="tf_saved_model", input_signature=signature, verbose=False)
+        if fmt == "tflite-int8":
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, and activations calibrated:
+            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+            path.write_bytes(converter.convert())
+        elif fmt == "openvino":
+            import openvino as ov
+
+            path.mkdir()
+            # float32 weights: save_model's default halves them to float16, a 1e-3 change in probabilities
+            ov.save_model(ov.convert_model(saved_model), str(path / "model.xml"), compress_to_fp16=False)
+
+
+def load_runner(fmt: str, path: Path) -> Runner:
+    """A function from a batch of images to probabilities, in the export's own runtime, on every core."""
+    if fmt == "savedmodel":
+        loaded = tf.saved_model.load(str(path))  # held: its variables die with it
+        return lambda images: loaded.serve(images).numpy()
+    if fmt.startswith("tflite"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+        source, result = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+        def run(images: np.ndarray) -> np.ndarray:
+            interpreter.resize_tensor_input(source, images.shape)
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(source, images)
+            interpreter.invoke()
+            return interpreter.get_tensor(result).copy()
+        return run
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda images: session.run(None, {name: images})[0]
+    import openvino as ov
+
+    # float32 kept: on CPUs with bfloat16 units OpenVINO would otherwise compute in bfloat16
+    compiled = ov.Core().compile_model(str(path / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda images: compiled(images)[0]
+
+
+def run_in_batches(run: Runner, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
+    return np.concatenate([run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def compare(fmt: str, probabilities: np.ndarray, keras_probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """How the export's predictions match Keras's: float formats must give the same top class for
+    99.9% of images and probabilities within 1e-4; int8 may lose at most 1 point of accuracy."""
+    agreement = float(np.mean(probabilities.argmax(1) == keras_probabilities.argmax(1)))
+    difference = float(np.abs(probabilities - keras_probabilities).max())
+    accuracy = float(np.mean(probabilities.argmax(1) == labels))
+    keras_accuracy = float(np.mean(keras_probabilities.argmax(1) == labels))
+    if fmt == "tflite-int8":
+        passed, criterion = accuracy >= keras_accuracy - 0.01, "accuracy within 1 point of Keras's"
+    else:
+        passed = agreement >= 0.999 and difference <= 1e-4
+        criterion = "top class agrees on 99.9% of images, probabilities within 1e-4"
+    return {"format": fmt, "images": len(labels), "accuracy": accuracy, "keras_accuracy": keras_accuracy,
+            "top_class_agreement": agreement, "max_probability_difference": difference,
+            "criterion": criterion, "passed": bool(passed)}
+
+
+def file_bytes(path: Path) -> int:
+    """The size of an export, a file or a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def replace(partial: Path, path: Path) -> None:
+    """Move a checked export into place in one step; an older export at path goes."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.replace(partial, path)
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
