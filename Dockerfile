@@ -24,7 +24,8 @@ ENV HOME=/home/tiny \
     MPLCONFIGDIR=/tmp/matplotlib \
     PYTHONUNBUFFERED=1
 COPY --chown=tiny:tiny tinynet /app/tinynet
-COPY --chown=tiny:tiny lilTinyNet.py lilTinyNet_finetuner.py evaluator_lilTinyNet_finetuned.py megaTest.py /app/
+COPY --chown=tiny:tiny lilTinyNet.py lilTinyNet_finetuner.py evaluator_lilTinyNet_finetuned.py megaTest.py \
+     predict.py export.py /app/
 VOLUME ["/home/tiny/.keras", "/out"]
 USER 1000:1000
 WORKDIR /out

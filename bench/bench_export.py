@@ -1,0 +1,88 @@
+"""Bench the exports: each format's size, test accuracy, agreement with Keras, and CPU throughput at
+batch 1 and batch 128, beside Keras's own, all in one process on the whole CIFAR-10 test set.
+
+    python bench/bench_export.py            # the fine-tuned bench model of bench/bench_finetune.py
+    python bench/bench_export.py --model PATH --tag TAG
+
+OpenVINO is also timed in bfloat16 (its default on CPUs with bfloat16 units), to show what that
+precision costs in agreement. Needs requirements-export.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from common import RESULTS, run_child, save
+
+from tinynet import exporting
+from tinynet.data import load_recorded
+from tinynet.runfiles import read_sidecar
+
+SINGLE_IMAGES = 300  # timed one at a time
+
+
+def images_per_second(run, images: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
+    """Throughput over the images at this batch size after one warm-up batch, and the outputs."""
+    count = len(images) if batch_size > 1 else SINGLE_IMAGES
+    run(images[:batch_size])
+    start = time.perf_counter()
+    outputs = np.concatenate([run(images[i:i + batch_size]) for i in range(0, count, batch_size)])
+    return count / (time.perf_counter() - start), outputs
+
+
+def measure(name: str, run, images: np.ndarray, labels: np.ndarray, reference: np.ndarray | None) -> dict:
+    single, _ = images_per_second(run, images, 1)
+    batched, probabilities = images_per_second(run, images, 128)
+    row = {"runtime": name, "accuracy": float(np.mean(probabilities.argmax(1) == labels)),
+           "images_per_s_batch_1": round(single, 1), "images_per_s_batch_128": round(batched, 1)}
+    if reference is not None:
+        row["top_class_agreement"] = float(np.mean(probabilities.argmax(1) == reference.argmax(1)))
+        row["max_probability_difference"] = float(np.abs(probabilities - reference).max())
+    print(row)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(RESULTS / "models" / "cifar10_finetuned_lilTinyNet.h5"))
+    parser.add_argument("--tag", default="", help="added to the result's name")
+    args = parser.parse_args()
+    model = keras.models.load_model(args.model)
+    _, splits = load_recorded(read_sidecar(args.model).get("data", {}))
+    images, labels = splits.images["test"], splits.labels["test"]
+    call = tf.function(lambda batch: model(batch, training=False))  # traced: predict() adds per-call overhead
+    rows = [measure("keras", lambda batch: call(batch).numpy(), images, labels, None)]
+    reference = model.predict(images, batch_size=128, verbose=0)
+    sizes = {"h5": round(Path(args.model).stat().st_size / 2**20, 2)}
+
+    with tempfile.TemporaryDirectory() as folder:
+        stem = Path(folder) / "model"
+        command = ["export.py", "--model", args.model, "--format", *exporting.FORMATS, "--output", str(stem)]
+        export_run = run_child(command, RESULTS / "export.log")
+        for fmt in exporting.FORMATS:
+            path = exporting.export_path(stem, fmt)
+            sizes[fmt] = round(exporting.file_bytes(path) / 2**20, 2)
+            rows.append(measure(fmt, exporting.load_runner(fmt, path), images, labels, reference))
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(exporting.export_path(stem, "openvino") / "model.xml"), "CPU",
+                                           {"INFERENCE_PRECISION_HINT": "bf16"})
+        rows.append(measure("openvino-bf16", lambda batch: compiled(batch)[0], images, labels, reference))
+
+    keras_rate = rows[0]["images_per_s_batch_128"]
+    for row in rows:
+        row["speed_over_keras_batch_128"] = round(row["images_per_s_batch_128"] / keras_rate, 2)
+    save("export" + (f"_{args.tag}" if args.tag else ""),
+         {"command": "python " + " ".join(command), "export_run": export_run, "model": args.model,
+          "test_images": len(labels), "megabytes": sizes, "runtimes": rows,
+          "int8_over_h5_size": round(sizes["tflite-int8"] / sizes["h5"], 3)})
+
+
+if __name__ == "__main__":
+    main()
