@@ -1,11 +1,11 @@
 """Bench the frozen stage: accuracy, wall time against its floor, peak memory, and the original way.
 
-    python bench/bench_base.py                      # bench configuration, image size 128
-    python bench/bench_base.py --image-size 160
-    python bench/bench_base.py --alpha 1.0          # the users' default width
-    python bench/bench_base.py --original           # also the original's way, end to end, 10 epochs
-    python bench/bench_base.py --format batches     # the same pixels, as cifar-10-batches-py
-    python bench/bench_base.py --tag bf16 --extra --precision bfloat16
+    python -m bench.bench_base                      # bench configuration, image size 128
+    python -m bench.bench_base --image-size 160
+    python -m bench.bench_base --alpha 1.0          # the users' default width
+    python -m bench.bench_base --original           # also the original's way, end to end, 10 epochs
+    python -m bench.bench_base --format batches     # the same pixels, as cifar-10-batches-py
+    python -m bench.bench_base --tag bf16 --extra --precision bfloat16
 
 The floor is one forward pass over all 60,000 images, run as lilTinyNet.py runs it, in a separate
 process of the same bench run, the faster of two: of the base as far as the default head reads it
@@ -22,14 +22,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import pickle
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
-from common import DATA, RESULTS, contract_accuracy, python_json, run_child, save, weights
 
+from bench.common import DATA, RESULTS, contract_accuracy, in_fresh_process, run_child, save, weights
 from tinynet.data import BATCH_FILES, load_dataset
 
 
@@ -40,27 +42,26 @@ def forward_pass_seconds(image_size: int, alpha: float) -> dict[str, float]:
     traces it, and is the faster of two passes, since a floor should not carry this machine's noise.
     (model.predict on the NumPy array was no faster, and in some passes 1.5x slower.)
     With each, "<part>_cpu": the CPU seconds that pass took, to show how many cores it keeps busy."""
-    code = f"""
-import json, os, time
-import numpy as np
-from tinynet.data import load_dataset
-from tinynet.model import build_model, feature_extractor
-from tinynet.training import PASS_BATCH_SIZE, extract_features
-data = load_dataset({str(DATA)!r}, {image_size})
-images = np.concatenate([part.images for part in data.parts.values()])
-seconds = {{}}
-for name, head in (("used", "blocks"), ("full", "gap")):
-    extractor = feature_extractor(build_model(10, {image_size}, {alpha}, {str(weights(alpha))!r}, head))
-    extractor.predict_on_batch(images[:PASS_BATCH_SIZE])  # warm-up: build and trace
-    passes = []
-    for _ in range(2):
-        start, cpu = time.perf_counter(), sum(os.times()[:2])
-        extract_features(extractor, images, PASS_BATCH_SIZE)
-        passes.append((time.perf_counter() - start, sum(os.times()[:2]) - cpu))
-    seconds[name], seconds[name + "_cpu"] = min(passes)
-print(json.dumps(seconds))
-"""
-    return python_json(code)
+    return in_fresh_process(_forward_pass_seconds, image_size, alpha)
+
+
+def _forward_pass_seconds(image_size: int, alpha: float) -> dict[str, float]:
+    from tinynet.model import build_model, feature_extractor
+    from tinynet.training import PASS_BATCH_SIZE, extract_features
+
+    data = load_dataset(str(DATA), image_size)
+    images = np.concatenate([part.images for part in data.parts.values()])
+    seconds = {}
+    for name, head in (("used", "blocks"), ("full", "gap")):
+        extractor = feature_extractor(build_model(10, image_size, alpha, str(weights(alpha)), head))
+        extractor.predict_on_batch(images[:PASS_BATCH_SIZE])  # warm-up: build and trace
+        passes = []
+        for _ in range(2):
+            start, cpu = time.perf_counter(), sum(os.times()[:2])
+            extract_features(extractor, images, PASS_BATCH_SIZE)
+            passes.append((time.perf_counter() - start, sum(os.times()[:2]) - cpu))
+        seconds[name], seconds[name + "_cpu"] = min(passes)
+    return seconds
 
 
 def official_format(folder: Path) -> Path:
@@ -87,18 +88,19 @@ def keras_reading_seconds(folder: Path) -> float:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    extracted = folder.parent / "extracted"
-    code = f"""
-import json, time
-from keras.src.datasets.cifar import load_batch
-from keras.src.utils.file_utils import extract_archive, validate_file
-start = time.perf_counter()
-assert validate_file({str(archive)!r}, {digest!r})
-extract_archive({str(archive)!r}, {str(extracted)!r})
-batches = [load_batch({str(extracted / folder.name)!r} + "/" + name) for name in {BATCH_FILES!r}]
-print(json.dumps({{"seconds": time.perf_counter() - start}}))
-"""
-    return python_json(code)["seconds"]
+    return in_fresh_process(_keras_reading_seconds, archive, digest, folder.parent / "extracted", folder.name)
+
+
+def _keras_reading_seconds(archive: Path, digest: str, extracted: Path, name: str) -> float:
+    from keras.src.datasets.cifar import load_batch
+    from keras.src.utils.file_utils import extract_archive, validate_file
+
+    start = time.perf_counter()
+    assert validate_file(str(archive), digest)
+    extract_archive(str(archive), str(extracted))
+    for batch in BATCH_FILES:
+        load_batch(str(extracted / name / batch))
+    return time.perf_counter() - start
 
 
 def run_stage(name: str, extra: list[str], out_dir: Path, image_size: int, alpha: float, data: Path = DATA) -> dict:

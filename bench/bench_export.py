@@ -1,8 +1,8 @@
 """Bench the exports: each format's size, test accuracy, agreement with Keras, and CPU throughput at
 batch 1 and batch 128, beside Keras's own, all in one process on the whole CIFAR-10 test set.
 
-    python bench/bench_export.py            # the fine-tuned bench model of bench/bench_finetune.py
-    python bench/bench_export.py --model PATH --tag TAG
+    python -m bench.bench_export            # the fine-tuned bench model of bench.bench_finetune
+    python -m bench.bench_export --model PATH --tag TAG
 
 OpenVINO is also timed in bfloat16 (its default on CPUs with bfloat16 units), to show what that
 precision costs in agreement. Needs requirements-export.txt.
@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from common import RESULTS, run_child, save
 
+from bench.common import RESULTS, run_child, save
 from tinynet import exporting
 from tinynet.data import load_recorded
 from tinynet.runfiles import read_sidecar
@@ -80,6 +80,7 @@ def main() -> None:
         row["speed_over_keras_batch_128"] = round(row["images_per_s_batch_128"] / keras_rate, 2)
     save("export" + (f"_{args.tag}" if args.tag else ""),
          {"command": "python " + " ".join(command), "export_run": export_run, "model": args.model,
+          "model_settings": read_sidecar(args.model).get("settings"),
           "test_images": len(labels), "megabytes": sizes, "runtimes": rows,
           "int8_over_h5_size": round(sizes["tflite-int8"] / sizes["h5"], 3)})
 

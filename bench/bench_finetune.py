@@ -1,7 +1,7 @@
 """Bench the fine-tuning stage: accuracy curve over time, wall time, peak memory, pipeline cost.
 
-    python bench/bench_finetune.py                  # bench configuration; trains the base first if needed
-    python bench/bench_finetune.py --alpha 1.0 --stop-after 3   # the users' width: its first epochs
+    python -m bench.bench_finetune                  # bench configuration; trains the base first if needed
+    python -m bench.bench_finetune --alpha 1.0 --stop-after 3   # the users' width: its first epochs
 
 Models go to bench/results/models/ (not committed); numbers to bench/results/finetune[_TAG].json.
 """
@@ -15,37 +15,41 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATA, RESULTS, ROOT, contract_accuracy, python_json, run_child, save, weights
+from bench.common import DATA, RESULTS, ROOT, contract_accuracy, in_fresh_process, run_child, save, weights
 
 MODELS = RESULTS / "models"
 
 
 def throughput(base: str, steps: int, batch_size: int, unfreeze: str) -> dict:
     """Training images per second of the same fine-tuning step, fed by the augmenting tf.data
-    pipeline or by uint8 tensors already in memory with no augmentation, in one process."""
-    code = f"""
-import json, time, keras
-from tinynet.data import load_dataset, one_hot, split_data
-from tinynet.model import compile_model, first_trainable_layer, unfreeze
-from tinynet.batches import epoch_batches
-data = load_dataset({str(DATA)!r}, 128)
-splits = split_data(data, None, None, 0)
-x, y = splits.images["train"], one_hot(splits.labels["train"], 10)
-n = {steps} * {batch_size}
-model = keras.models.load_model({base!r})
-unfreeze(model, first_trainable_layer({unfreeze!r}))
-compile_model(model, 1e-5)
-def rate(fit):
-    fit(5)  # warm-up: trace and fill the pipeline
-    start = time.perf_counter(); fit({steps}); return n / (time.perf_counter() - start)
-batches = epoch_batches(x, y, {batch_size}, 0, 0, 1000, augment=True)
-pipeline = rate(lambda s: model.fit(batches, steps_per_epoch=s, epochs=1, verbose=0))
-memory = rate(lambda s: model.fit(x[:s * {batch_size}], y[:s * {batch_size}], batch_size={batch_size},
-                                  epochs=1, shuffle=False, verbose=0))
-print(json.dumps({{"pipeline_images_per_s": pipeline, "in_memory_images_per_s": memory,
-                  "ratio": pipeline / memory}}))
-"""
-    return python_json(code)
+    pipeline or by uint8 tensors already in memory with no augmentation, in one fresh process."""
+    return in_fresh_process(_throughput, base, steps, batch_size, unfreeze)
+
+
+def _throughput(base: str, steps: int, batch_size: int, unfreeze: str) -> dict:
+    import keras
+
+    from tinynet import model as tiny_model
+    from tinynet.batches import epoch_batches
+    from tinynet.data import load_dataset, one_hot, split_data
+
+    splits = split_data(load_dataset(str(DATA), 128), None, None, 0)
+    x, y = splits.images["train"], one_hot(splits.labels["train"], 10)
+    model = keras.models.load_model(base)
+    tiny_model.unfreeze(model, tiny_model.first_trainable_layer(unfreeze))
+    tiny_model.compile_model(model, 1e-5)
+
+    def rate(fit) -> float:
+        fit(5)  # warm-up: trace and fill the pipeline
+        start = time.perf_counter()
+        fit(steps)
+        return steps * batch_size / (time.perf_counter() - start)
+
+    batches = epoch_batches(x, y, batch_size, 0, 0, 1000, augment=True)
+    pipeline = rate(lambda s: model.fit(batches, steps_per_epoch=s, epochs=1, verbose=0))
+    memory = rate(lambda s: model.fit(x[:s * batch_size], y[:s * batch_size], batch_size=batch_size, epochs=1,
+                                      shuffle=False, verbose=0))
+    return {"pipeline_images_per_s": pipeline, "in_memory_images_per_s": memory, "ratio": pipeline / memory}
 
 
 def first_epochs(command: list[str], state: Path, epochs: int, log: Path) -> list[dict]:

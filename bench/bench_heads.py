@@ -1,6 +1,6 @@
 """Bench the heads on one set of cached features: validation and test accuracy, and training time.
 
-    python bench/bench_heads.py
+    python -m bench.bench_heads
 
 One forward pass of the frozen alpha-0.35 base at 128 pixels gives every feature map the heads
 read; each head then trains as lilTinyNet.py trains it, with its defaults (10 epochs, batch 256,
@@ -12,15 +12,16 @@ Results go to bench/results/heads.json.
 
 from __future__ import annotations
 
+import argparse
 import math
 import tempfile
 import time
 
 import keras
 import numpy as np
-from common import DATA, WEIGHTS, save
 from keras import layers
 
+from bench.common import DATA, WEIGHTS, save
 from tinynet.data import load_dataset, one_hot, split_data
 from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells, scale_and_resize
 from tinynet.training import (
@@ -105,6 +106,7 @@ def train_head(inputs: dict, labels: dict, make_layers, seed: int) -> dict:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     data = load_dataset(str(DATA), IMAGE_SIZE)
     splits = split_data(data, None, None, 0)
     labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}

@@ -1,7 +1,7 @@
 """Bench the kit on data unlike CIFAR-10: few images, few classes, real photos, tiny grey images.
 
-    python bench/bench_own_data.py                   # every dataset below
-    python bench/bench_own_data.py --only flowers5 grey5
+    python -m bench.bench_own_data                   # every dataset below
+    python -m bench.bench_own_data --only flowers5 grey5
 
 For each dataset, both stages with their defaults (only --alpha 0.35 and the shared weights
 given), and a logistic regression (scikit-learn) on the same base's globally pooled features at
@@ -25,8 +25,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import DATA, RESULTS, SHARED, WEIGHTS, run_child, save
 from PIL import Image
+
+from bench.common import DATA, RESULTS, SHARED, WEIGHTS, run_child, save
 
 FLOWERS = SHARED / "data" / "flowers5.tar.gz"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

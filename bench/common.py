@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # a bench that runs in-process imports tinynet from this checkout
 SHARED = Path(os.environ.get("TINYNET_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data" / "cifar10-jpg-q75.tar.gz"
 
@@ -40,26 +41,29 @@ def run_child(args: list[str], log: Path) -> dict:
     return {"wall_seconds": round(seconds, 1), "peak_rss_gib": round(peak, 2)}
 
 
-def python_json(code: str) -> dict:
-    """Run a snippet in a fresh Python process and parse the JSON it prints last."""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def in_fresh_process(function: Callable, *args):
+    """function(*args) in a new Python process that inherits nothing (spawned), so that no traced
+    graph, memory pool or thread of one measurement weighs on another; returns its result."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
 
 
 def contract_accuracy(model_path: Path, data: Path = DATA) -> dict:
     """Test loss and accuracy the original way, in a fresh process with no custom objects:
     load_model(path).evaluate(*preprocess_data(X, Y), batch_size=128)."""
-    code = f"""
-import json, keras
-from lilTinyNet import preprocess_data
-from tinynet.data import load_dataset
-data = load_dataset({str(data)!r}, 128)
-model = keras.models.load_model({str(model_path)!r})
-test = data.parts["test"]
-loss, accuracy = model.evaluate(*preprocess_data(test.images, test.labels), batch_size=128, verbose=0)
-print(json.dumps({{"loss": loss, "accuracy": accuracy}}))
-"""
-    return python_json(code)
+    return in_fresh_process(_contract_accuracy, str(model_path), str(data))
+
+
+def _contract_accuracy(model_path: str, data_path: str) -> dict:
+    import keras
+
+    from lilTinyNet import preprocess_data  # the original harness's import, which is what is measured
+    from tinynet.data import load_dataset
+
+    test = load_dataset(data_path, 128).parts["test"]
+    loss, accuracy = keras.models.load_model(model_path).evaluate(*preprocess_data(test.images, test.labels),
+                                                                  batch_size=128, verbose=0)
+    return {"loss": loss, "accuracy": accuracy}
 
 
 def save(name: str, result: dict) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tinynet.data import Dataset, Splits, data_record
 from tinynet.errors import UserError
+from tinynet.model import compile_model
 
 
 def run_info(stage: str, args, data: dict, class_names: list[str], history: list[dict[str, float]],
@@ -31,6 +34,22 @@ def run_info(stage: str, args, data: dict, class_names: list[str], history: list
         "times": times,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
+
+
+def finish(model: keras.Model, stage: str, args, learning_rate: float, data: Dataset, splits: Splits,
+           rows: list[dict[str, float]], metrics: dict, times: dict[str, float], started: float, **extra) -> dict:
+    """Both trainers' last step: the model compiled for evaluate() and saved, then the sidecar
+    with what made it; returns the sidecar's contents."""
+    compile_model(model, learning_rate, for_saving=True)
+    start = time.perf_counter()
+    save_model(model, args.output)
+    times["save"] = round(time.perf_counter() - start, 2)
+    times["total"] = round(time.perf_counter() - started, 2)
+    info = run_info(stage, args, data_record(data, splits, args.seed), data.class_names, rows, metrics, times,
+                    **extra)
+    write_sidecar(args.output, info)
+    print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")
+    return info
 
 
 def save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
