@@ -92,3 +92,21 @@ def test_help_lists_the_formats():
     result = run_script("export.py", "--help")
     assert result.returncode == 0
     assert all(fmt in result.stdout for fmt in exporting.FORMATS)
+
+
+def test_int8_falls_back_to_dynamic_range_when_full_integer_loses_accuracy(tiny_base, tmp_path, monkeypatch):
+    """Full-integer int8 is tried first; when it fails its check, int8 weights with activations
+    quantized at run time are written instead, and the check says which."""
+    compare, seen = exporting.compare, []
+
+    def full_integer_fails(fmt, *args):
+        check = compare(fmt, *args)
+        check["passed"] = check["passed"] and bool(seen)
+        seen.append(check)
+        return check
+
+    monkeypatch.setattr(exporting, "compare", full_integer_fails)
+    [check] = export.main(["--model", str(tiny_base), "--format", "tflite-int8", "--output", str(tmp_path / "q")])
+    assert [c["quantization"] for c in seen] == ["full integer, calibrated on training images",
+                                                 "int8 weights, activations quantized at run time (dynamic range)"]
+    assert check["passed"] and json.loads((tmp_path / "q_int8.tflite.check.json").read_text()) == check

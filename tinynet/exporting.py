@@ -47,8 +47,10 @@ def export_path(stem: Path, fmt: str) -> Path:
 
 
 def write_export(model: keras.Model, fmt: str, path: Path, image_shape: tuple[int, ...],
-                 calibration: np.ndarray) -> None:
-    """The model in one format at path; int8 is calibrated on the given (training) images."""
+                 calibration: np.ndarray | None) -> None:
+    """The model in one format at path. int8 is full integer, its activations' ranges calibrated
+    on the given (training) images; without them, int8 weights and activations quantized as the
+    model runs (dynamic range)."""
     signature = [keras.InputSpec(shape=(None, *image_shape), dtype="uint8")]
     if fmt in KERAS_FORMATS:
         model.export(str(path), format=KERAS_FORMATS[fmt], input_signature=signature, verbose=False)
@@ -58,8 +60,9 @@ def write_export(model: keras.Model, fmt: str, path: Path, image_shape: tuple[in
         model.export(saved_model, format="tf_saved_model", input_signature=signature, verbose=False)
         if fmt == "tflite-int8":
             converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, and activations calibrated:
-            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights
+            if calibration is not None:  # and int8 activations, their ranges set on these images
+                converter.representative_dataset = lambda: ([image[None]] for image in calibration)
             path.write_bytes(converter.convert())
         elif fmt == "openvino":
             import openvino as ov
