@@ -10,9 +10,9 @@ for several L2 penalties and the best kept on validation; on more, the blocks he
 epochs of mini-batches. Writes cifar10_lilTinyNet.h5 and its .json sidecar (settings, the data
 and its split, history, metrics, times).
 
-Expect on CIFAR-10 (2-core CPU, `python -m bench.bench_base`): test 0.8068 at alpha 0.35 in
-about 1.3x one forward pass of the base (the same in six runs: the seed fixes the model), and
-0.8347 at alpha 1.0 (rebuilt ImageNet weights, one run) in 4.6 minutes. On 270 flower photos:
+Expect on CIFAR-10 (2-core CPU, `python -m bench.bench_base`): test 0.8075 at alpha 0.35 in
+about 1.3x the forward pass it makes (the same model in two runs: the seed fixes it), and
+0.8347 at alpha 1.0 (rebuilt ImageNet weights, two runs) in 4.6 minutes. On 270 flower photos:
 0.92 (`python -m bench.bench_own_data`, one run per dataset; eight datasets in README.md).
 """
 
