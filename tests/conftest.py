@@ -99,6 +99,18 @@ def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.C
                           timeout=timeout)
 
 
+def run_main(main, *args: str) -> int:
+    """A script's main() in this process as `python script.py args` runs it (a user's error is one
+    line on stderr and exit status 2): its exit status; read the output with capsys."""
+    from tinynet import cli
+
+    try:
+        cli.run(lambda: main(list(args)))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
 @pytest.fixture(scope="session")
 def base_run(shared_slice, weights, tmp_path_factory):
     """lilTinyNet.py on the shared slice with the shared weights, as a user runs it."""

@@ -78,6 +78,7 @@ def test_mirrored_over_two_devices_matches_one_device(single_device, weights, tm
     np.testing.assert_allclose(np.load(tmp_path / "two.npy"), single_device, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_xla_compiled_training_matches_uncompiled(single_device, weights, tmp_path):
     finish(run_training("default", weights, tmp_path / "xla.npy", jit=True))
     np.testing.assert_allclose(np.load(tmp_path / "xla.npy"), single_device, atol=1e-4)
@@ -89,6 +90,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="keras-team/keras#20585: Keras 3 fit() fails under MultiWorkerMirroredStrategy")
 def test_two_local_workers_finish_with_identical_weights(weights, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
@@ -109,6 +111,7 @@ def test_multiworker_flag_explains_the_upstream_bug(tiny_tree, weights, tmp_path
     assert result.returncode == 2 and "keras-team/keras#20585" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed", "bfloat16"])
 def test_mixed_precision_models_load_and_predict_in_float32(precision, tiny_tree, weights, tmp_path):
     output = tmp_path / "m.h5"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, run_main
 
 import export
 from tinynet import exporting
@@ -65,6 +64,7 @@ print(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).sum()
     assert float(result.stdout.split()[-1]) == pytest.approx(1.0, abs=1e-5), "probabilities sum to 1"
 
 
+@pytest.mark.slow
 def test_a_failed_check_writes_nothing(tiny_base, tmp_path, monkeypatch):
     """An export that disagrees with Keras is removed, not reported written, and the run fails."""
     monkeypatch.setattr(exporting, "run_in_batches", lambda run, images: np.full((len(images), 3), 1 / 3))
@@ -73,27 +73,20 @@ def test_a_failed_check_writes_nothing(tiny_base, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_missing_runtime_is_one_line_naming_the_package(tiny_base, tmp_path):
-    code = f"""
-import sys
-sys.modules["onnxruntime"] = None
-sys.argv = ["export.py", "--model", {str(tiny_base)!r}, "--format", "onnx", "--output", {str(tmp_path / "x")!r}]
-import runpy
-runpy.run_path("export.py", run_name="__main__")
-"""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: --format onnx needs the package onnxruntime: pip install -r requirements-export.txt")
+def test_a_missing_runtime_is_one_line_naming_the_package(tiny_base, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # importing it now fails, as when it is not installed
+    assert run_main(export.main, "--model", str(tiny_base), "--format", "onnx", "--output", str(tmp_path / "x")) == 2
+    assert capsys.readouterr().err == (
+        "error: --format onnx needs the package onnxruntime: pip install -r requirements-export.txt\n")
 
 
-def test_help_lists_the_formats():
-    result = run_script("export.py", "--help")
-    assert result.returncode == 0
-    assert all(fmt in result.stdout for fmt in exporting.FORMATS)
+def test_help_lists_the_formats(capsys):
+    assert run_main(export.main, "--help") == 0
+    out = capsys.readouterr().out
+    assert all(fmt in out for fmt in exporting.FORMATS)
 
 
+@pytest.mark.slow
 def test_int8_falls_back_to_dynamic_range_when_full_integer_loses_accuracy(tiny_base, tmp_path, monkeypatch):
     """Full-integer int8 is tried first; when it fails its check, int8 weights with activations
     quantized at run time are written instead, and the check says which."""

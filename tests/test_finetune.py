@@ -8,8 +8,9 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import run_main, run_script
 
+import lilTinyNet_finetuner
 from tinynet.batches import epoch_batches
 from tinynet.errors import UserError
 from tinynet.model import first_trainable_layer
@@ -92,11 +93,10 @@ def test_unfreeze_choices():
         first_trainable_layer("block_99")
 
 
-def test_a_missing_base_names_the_command_that_makes_it(tmp_path):
-    result = run_script("lilTinyNet_finetuner.py", "--base", str(tmp_path / "cifar10_lilTinyNet.h5"),
-                        "--output", str(tmp_path / "out.h5"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "not found" in result.stderr and "python lilTinyNet.py" in result.stderr
+def test_a_missing_base_names_the_command_that_makes_it(tmp_path, capsys):
+    missing = tmp_path / "cifar10_lilTinyNet.h5"
+    assert run_main(lilTinyNet_finetuner.main, "--base", str(missing), "--output", str(tmp_path / "out.h5")) == 2
+    assert capsys.readouterr().err == f"error: model {missing} not found; make it with: python lilTinyNet.py\n"
 
 
 def test_finetunes_the_shared_slice_with_the_shared_weights(base_run, tmp_path):
@@ -166,6 +166,7 @@ def test_a_gain_on_validation_counts_only_beyond_chance():
     assert not clearly_better(tuned(0, 3), base, labels)
 
 
+@pytest.mark.slow
 def test_a_random_weights_base_fine_tunes_and_reloads_in_a_fresh_process(tiny_tree, tmp_path):
     base, tuned = tmp_path / "base.h5", tmp_path / "tuned.h5"
     made = run_script("lilTinyNet.py", "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",

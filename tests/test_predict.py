@@ -11,7 +11,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from conftest import CLASSES, class_images, png_bytes, run_script
+from conftest import CLASSES, class_images, png_bytes, run_main
 from PIL import Image
 
 import predict
@@ -122,8 +122,7 @@ def test_grad_cam_reads_the_blocks_heads_deepest_map(tiny_base):
     assert ((heat_maps >= 0) & (heat_maps <= 1)).all()
 
 
-def test_nothing_to_classify_is_one_line_and_a_non_zero_exit(tiny_base, tmp_path):
+def test_nothing_to_classify_is_one_line_and_a_non_zero_exit(tiny_base, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("no images here")
-    result = run_script("predict.py", str(tmp_path), "--model", str(tiny_base))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: no images found in {tmp_path}"]
+    assert run_main(predict.main, str(tmp_path), "--model", str(tiny_base)) == 2
+    assert capsys.readouterr().err == f"error: no images found in {tmp_path}\n"
