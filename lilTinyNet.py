@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = None if args.weights == "none" else args.weights
     check_base_settings(args.alpha, weights, args.image_size or MIN_IMAGE_SIZE)
     cli.check_output(args.output)
-    strategy = set_up(args)
+    strategy = set_up(args, args.seed)
     batch_size, learning_rate = scaled(strategy, args.batch_size, args.learning_rate)
     times: dict[str, float] = {}
     started = time.perf_counter()
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
             check_cached_head_matches(model, net, images["test"][:CHECK_IMAGES], inputs["test"][:CHECK_IMAGES])
 
     # Save the full model, compiled for evaluate(), and beside it what made it.
-    info = finish(model, "base", args, learning_rate, data, splits, rows, metrics, times, started, **extra)
+    info = finish(model, "base", args, learning_rate, data, splits, args.seed, rows, metrics, times, started, **extra)
     print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
           f"in {times['total']:.0f} s")
     return info

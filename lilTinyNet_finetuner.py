@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     base_info = read_sidecar(args.base)
     record = base_info.get("data", {})
-    args.seed = record.get("seed", 0)  # shuffling and augmentation seeded as the base run was
+    seed = record.get("seed", 0)  # the split, shuffling and augmentation seeded as the base run was
     from_layer = first_trainable_layer(args.unfreeze)
     cli.check_output(args.output)
-    strategy = set_up(args)
+    strategy = set_up(args, seed)
     times: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Fine-tune on augmented batches, at a low peak rate reached after the warm-up.
     compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit))
     with timed(times, "train"):
-        run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=args.seed,
+        run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
                     output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
                     augment=True, baseline=base_val)
     report_divergence(run)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = evaluate_splits(model, images, labels, batch_size)
 
     # Save, compiled for evaluate(), with the sidecar.
-    info = finish(model, "finetune", args, learning_rate, data, splits, run.rows, metrics, times, started,
+    info = finish(model, "finetune", args, learning_rate, data, splits, seed, run.rows, metrics, times, started,
                   best_epoch=best_epoch, base=str(args.base), base_val_accuracy=base_val,
                   base_metrics=base_info.get("metrics"), unfrozen_layers=unfrozen)
     base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))

@@ -34,11 +34,11 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                        help="XLA compilation of training steps: auto lets Keras decide (on with a GPU only)")
 
 
-def set_up(args: argparse.Namespace) -> tf.distribute.Strategy:
+def set_up(args: argparse.Namespace, seed: int) -> tf.distribute.Strategy:
     """Strategy, precision and seed for a training run, and the output this worker writes."""
     strategy = make_strategy(args.strategy)  # first: collective ops must be set up before TensorFlow starts
     policy = set_precision(args.precision)
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     print(describe(strategy, policy))
     args.output = worker_output(args.output)
     return strategy
