@@ -52,8 +52,7 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
 def prefetched(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """The dataset with two batches prefetched and tf.data's autotuning off: its background model
     thread holds up the destruction of every iterator, so the end of each fit() or predict(), for
-    seconds (measured: 5 to 7 s after head training, 3.9 s after a 6.4 s test pass). Parallel maps
-    asking for AUTOTUNE then get one call per core."""
+    seconds (bench/README.md). Parallel maps asking for AUTOTUNE then get one call per core."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)

@@ -109,9 +109,9 @@ def classifier_layers(head: str, num_classes: int, penalty: float = DEFAULT_PENA
     """The trainable part of the head, from features to class probabilities.
 
     blocks: the tapped maps differ in scale by orders of magnitude: BatchNormalization evens them
-      out before Dense(512) (without it validation accuracy fell from 0.80 to 0.77; see README).
+      out before Dense(512), without which the head learns worse (bench/README.md).
       It has no scale and offset of its own: the Dense layer after it learns any, so they would add
-      nothing but the work of passing gradients back through Dense (20-30% of the head's time).
+      nothing but the work of passing gradients back through Dense.
     gap: a linear layer whose weights pay an L2 penalty: on a few hundred images the penalty, not
       early stopping, is what keeps 1280 features from fitting noise.
     original: Dense(1024), Dropout(0.5), as the original lilTinyNet.

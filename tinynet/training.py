@@ -67,7 +67,7 @@ def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         size = len(batch)
-        if size < batch_size:  # padded: a batch of a new shape would trace the whole pass again (1.4 s)
+        if size < batch_size:  # padded: a batch of a new shape would trace the whole pass again
             batch = np.concatenate([batch, np.zeros((batch_size - size, *batch.shape[1:]), batch.dtype)])
         features[start:start + size] = extractor.predict_on_batch(batch)[:size]
         progress.add(size)
