@@ -21,6 +21,7 @@ int8 0.26x the .h5's size at 0.22 points less accuracy.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,15 +66,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     # Each format: written under a temporary name, run in its own runtime, moved into place if it passes.
     checks = []
-    for fmt in args.formats:
-        check = export_checked(model, fmt, exporting.export_path(stem, fmt), images, labels, keras_probabilities,
-                               calibration)
-        if fmt == "tflite-int8" and not check["passed"]:
-            # Full-integer int8 loses too much on some models; int8 weights with activations
-            # quantized as the model runs (dynamic range) keep closer to float.
-            check = export_checked(model, fmt, exporting.export_path(stem, fmt), images, labels,
-                                   keras_probabilities, calibration=None)
-        checks.append(check)
+    with tempfile.TemporaryDirectory() as folder:
+        saved_model = None
+        if set(args.formats) - set(exporting.KERAS_FORMATS):  # converted from one SavedModel, made once
+            saved_model = exporting.write_saved_model(model, Path(folder) / "savedmodel", images.shape[1:])
+        for fmt in args.formats:
+            path = exporting.export_path(stem, fmt)
+            check = export_checked(model, fmt, path, images, labels, keras_probabilities, calibration, saved_model)
+            if fmt == "tflite-int8" and not check["passed"]:
+                # Full-integer int8 loses too much on some models; int8 weights with activations
+                # quantized as the model runs (dynamic range) keep closer to float.
+                check = export_checked(model, fmt, path, images, labels, keras_probabilities, None, saved_model)
+            checks.append(check)
     failed = [c["format"] for c in checks if not c["passed"]]
     if failed:
         raise UserError(f"{', '.join(failed)} did not match the Keras model; nothing was written for "
@@ -82,12 +86,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def export_checked(model, fmt: str, path: Path, images: np.ndarray, labels: np.ndarray,
-                   keras_probabilities: np.ndarray, calibration: np.ndarray | None) -> dict:
+                   keras_probabilities: np.ndarray, calibration: np.ndarray | None, saved_model: Path | None) -> dict:
     """One export, written under a temporary name, checked in its own runtime against Keras's
     predictions, and moved into place with its .check.json only if it passes."""
     partial = path.with_name(f".partial_{path.name}")  # the suffix kept: exporters go by it
     exporting.remove(partial)
-    exporting.write_export(model, fmt, partial, images.shape[1:], calibration)
+    exporting.write_export(model, fmt, partial, images.shape[1:], calibration, saved_model)
     probabilities = exporting.run_in_batches(exporting.load_runner(fmt, partial), images)
     check = exporting.compare(fmt, probabilities, keras_probabilities, labels)
     check.update(path=str(path), megabytes=round(exporting.file_bytes(partial) / 2**20, 2))

@@ -35,10 +35,7 @@ def images_per_second(run, images: np.ndarray, batch_size: int, whole: bool = Fa
     count = len(images) if batch_size > 1 else SINGLE_IMAGES
     run(images[:batch_size])
     start = time.perf_counter()
-    if whole and batch_size > 1:
-        outputs = run(images)
-    else:
-        outputs = np.concatenate([run(images[i:i + batch_size]) for i in range(0, count, batch_size)])
+    outputs = run(images) if whole and batch_size > 1 else exporting.run_in_batches(run, images[:count], batch_size)
     return count / (time.perf_counter() - start), outputs
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tinynet.errors import UserError
-from tinynet.images import SQUARE_METHODS, decode_image, decode_jpegs, image_shape, is_image_name
+from tinynet.images import SQUARE_METHODS, decode_image, decode_jpegs, image_shape, is_image_file
 from tinynet.sources import Reader, list_files
 
 CIFAR10_CLASSES = [
@@ -133,8 +133,7 @@ def _load_batches(files: list[tuple[str, Reader | None]], image_size: int) -> Da
 def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | None, square: str,
                      path: Path) -> Dataset:
     """Class folders, in one of the layouts of this module's docstring; class names in sorted order."""
-    # by extension, or else by content: a photo saved as .txt or with no extension is still a photo
-    kinds = {name: is_image_name(name) or image_shape(read()) is not None for name, read in files if read}
+    kinds = {name: is_image_file(name, read) for name, read in files if read}
     images = [(name, read) for name, read in files if read and kinds[name]]
     others = [name for name, read in files if read and not kinds[name]]
     top = _top_folder(images)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +25,7 @@ SUFFIXES = {"savedmodel": "_savedmodel", "tflite": ".tflite", "tflite-int8": "_i
             "openvino": "_openvino"}
 PACKAGES = {"tflite": ["ai-edge-litert"], "tflite-int8": ["ai-edge-litert"], "onnx": ["onnx", "onnxruntime", "tf2onnx"],
             "openvino": ["openvino"]}
-KERAS_FORMATS = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
+KERAS_FORMATS = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}  # by model.export()
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -46,30 +45,37 @@ def export_path(stem: Path, fmt: str) -> Path:
     return stem.with_name(stem.name + SUFFIXES[fmt])
 
 
-def write_export(model: keras.Model, fmt: str, path: Path, image_shape: tuple[int, ...],
-                 calibration: np.ndarray | None) -> None:
-    """The model in one format at path. int8 is full integer, its activations' ranges calibrated
-    on the given (training) images; without them, int8 weights and activations quantized as the
-    model runs (dynamic range)."""
-    signature = [keras.InputSpec(shape=(None, *image_shape), dtype="uint8")]
-    if fmt in KERAS_FORMATS:
-        model.export(str(path), format=KERAS_FORMATS[fmt], input_signature=signature, verbose=False)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        saved_model = str(Path(folder) / "savedmodel")
-        model.export(saved_model, format="tf_saved_model", input_signature=signature, verbose=False)
-        if fmt == "tflite-int8":
-            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights
-            if calibration is not None:  # and int8 activations, their ranges set on these images
-                converter.representative_dataset = lambda: ([image[None]] for image in calibration)
-            path.write_bytes(converter.convert())
-        elif fmt == "openvino":
-            import openvino as ov
+def signature(image_shape: tuple[int, ...]) -> list[keras.InputSpec]:
+    """Batches of uint8 images of the data loader's size, as the Keras model takes them."""
+    return [keras.InputSpec(shape=(None, *image_shape), dtype="uint8")]
 
-            path.mkdir()
-            # float32 weights: save_model's default halves them to float16, a 1e-3 change in probabilities
-            ov.save_model(ov.convert_model(saved_model), str(path / "model.xml"), compress_to_fp16=False)
+
+def write_saved_model(model: keras.Model, path: Path, image_shape: tuple[int, ...]) -> Path:
+    """The SavedModel that int8 LiteRT and OpenVINO are converted from: written once per run."""
+    model.export(str(path), format="tf_saved_model", input_signature=signature(image_shape), verbose=False)
+    return path
+
+
+def write_export(model: keras.Model, fmt: str, path: Path, image_shape: tuple[int, ...],
+                 calibration: np.ndarray | None, saved_model: Path | None = None) -> None:
+    """The model in one format at path; tflite-int8 and openvino are converted from saved_model
+    (write_saved_model). int8 is full integer, its activations' ranges calibrated on the given
+    (training) images; without them, int8 weights and activations quantized as the model runs
+    (dynamic range)."""
+    if fmt in KERAS_FORMATS:
+        model.export(str(path), format=KERAS_FORMATS[fmt], input_signature=signature(image_shape), verbose=False)
+    elif fmt == "tflite-int8":
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights
+        if calibration is not None:  # and int8 activations, their ranges set on these images
+            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+        path.write_bytes(converter.convert())
+    elif fmt == "openvino":
+        import openvino as ov
+
+        path.mkdir()
+        # float32 weights: save_model's default halves them to float16, a 1e-3 change in probabilities
+        ov.save_model(ov.convert_model(str(saved_model)), str(path / "model.xml"), compress_to_fp16=False)
 
 
 def load_runner(fmt: str, path: Path) -> Runner:

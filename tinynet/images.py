@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import posixpath
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -31,6 +32,11 @@ warnings.filterwarnings("ignore", message="Palette images with Transparency", ca
 def is_image_name(name: str) -> bool:
     """By extension, in any case: .jpg, .JPEG, .png, .webp, .bmp, .gif."""
     return posixpath.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_image_file(name: str, read: Callable[[], bytes]) -> bool:
+    """By extension, or else by content: a photo saved as .txt or with no extension is still a photo."""
+    return is_image_name(name) or image_shape(read()) is not None
 
 
 def image_shape(data: bytes) -> tuple[int, int] | None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from tinynet.data import decode_all, stack_images
 from tinynet.errors import UserError
-from tinynet.images import image_shape, is_image_name, keeps_size
+from tinynet.images import image_shape, is_image_file, keeps_size
 from tinynet.model import input_settings
 from tinynet.sources import Reader, list_files
 
@@ -35,9 +35,8 @@ def find_images(inputs: list[str]) -> list[tuple[str, Reader]]:
             warn(f"skipped {given}: no such file, folder or match")
         for path in paths:
             if path.is_dir() or zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
-                # by extension, or else by content, as the data loader decides
                 found += [(f"{path}/{name}", read) for name, read in list_files(path)
-                          if read and (is_image_name(name) or image_shape(read()) is not None)]
+                          if read and is_image_file(name, read)]
             else:
                 found.append((str(path), path.read_bytes))
     if not found:
