@@ -74,7 +74,7 @@ def write_export(model: keras.Model, fmt: str, path: Path, image_shape: tuple[in
         import openvino as ov
 
         path.mkdir()
-        # float32 weights: save_model's default halves them to float16, a 1e-3 change in probabilities
+        # float32 weights: save_model's default halves them to float16, which fails the float check
         ov.save_model(ov.convert_model(str(saved_model)), str(path / "model.xml"), compress_to_fp16=False)
 
 
