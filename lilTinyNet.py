@@ -19,7 +19,9 @@ about 1.3x the forward pass it makes (the same model in two runs: the seed fixes
 from __future__ import annotations
 
 import math
+import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +29,9 @@ import numpy as np
 from tinynet import cli
 from tinynet.batches import in_batches
 from tinynet.data import (
+    Dataset,
+    Splits,
+    drop_unreadable,
     load_dataset,
     one_hot,
     preprocess_data,  # noqa: F401  the original's contract: from lilTinyNet import preprocess_data
@@ -47,6 +52,7 @@ from tinynet.model import (
     with_classifier,
 )
 from tinynet.runfiles import check_free_space, finish, space_needed
+from tinynet.streaming import FeatureFile, take
 from tinynet.training import (
     HEAD_STEPS_PER_CALL,
     PASS_BATCH_SIZE,
@@ -55,6 +61,7 @@ from tinynet.training import (
     extract_features,
     report_divergence,
     steps_per_call,
+    stream_features,
     timed,
     train,
 )
@@ -86,6 +93,10 @@ def parse_args(argv: list[str] | None = None):
                             "chosen on validation; original: Flatten + Dense(1024)")
     group.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                        help="run the frozen base on every image in every epoch, as the original did")
+    group.add_argument("--cache-dir", default=None,
+                       help="where streamed images' features are written (default: <output>.features/ beside "
+                            "the model); removed at the end")
+    group.add_argument("--keep-cache", action="store_true", help="keep the streamed features' files")
     cli.add_training_args(
         parser, "training (blocks and original heads)",
         epochs=f"{EPOCHS}, more on a small set so that the head trains at least {MIN_HEAD_STEPS} steps",
@@ -110,15 +121,14 @@ def main(argv: list[str] | None = None) -> dict:
     # Data: uint8 images, photos made square at the model's size; validation (and test, if the
     # layout has none) carved from the training images, so the test set is touched once, at the end.
     with timed(times, "load_data"):
-        data = load_dataset(args.data_dir, args.image_size, args.square)
+        data = load_dataset(args.data_dir, args.image_size, args.square, args.stream)
     splits = split_data(data, args.val_split, args.test_split, args.seed)
-    images = splits.images
-    labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
-    print(f"data: {len(images['train'])} train, {len(images['val'])} validation, {len(images['test'])} test "
-          f"images, {data.num_classes} classes, from {data.source}: {data.layout}; model input {data.image_size} px")
+    counts = {split: len(y) for split, y in splits.labels.items()}
+    print(f"data: {counts['train']} train, {counts['val']} validation, {counts['test']} test images, "
+          f"{data.num_classes} classes, from {data.source}: {data.layout}; model input {data.image_size} px")
 
     # Model: scale and resize inside, the frozen MobileNetV2, then the head, chosen by the set's size.
-    head = args.head if args.head != "auto" else "gap" if len(images["train"]) <= MAX_IMAGES else "blocks"
+    head = args.head if args.head != "auto" else "gap" if counts["train"] <= MAX_IMAGES else "blocks"
     linear = head == "gap" and args.feature_cache
     with strategy.scope():
         model = build_model(data.num_classes, data.image_size, args.alpha, weights, head, args.square)
@@ -134,16 +144,23 @@ def main(argv: list[str] | None = None) -> dict:
             with strategy.scope():
                 extractor = feature_extractor(model)
             pass_batch_size = PASS_BATCH_SIZE * strategy.num_replicas_in_sync
-            inputs = {split: extract_features(extractor, x, pass_batch_size) for split, x in images.items()}
+            cache = Path(args.cache_dir or Path(args.output).with_suffix(".features"))
+            if data.streamed:  # features into files; images that cannot be read are left out
+                inputs, splits = features_in_files(extractor, data, splits, pass_batch_size, cache)
+            else:
+                inputs = {split: extract_features(extractor, x, pass_batch_size) for split, x in splits.images.items()}
         net = model.get_layer("classifier")
     else:
-        inputs, net = images, model
+        inputs, net = splits.images, model
+    images = splits.images
+    labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
 
     # Train: on a small set, a linear layer fitted to convergence per L2 penalty, the best kept;
     # on a large one, Adam with a cosine decay and early stopping on validation accuracy.
     if linear:
         with timed(times, "train"), strategy.scope():
-            net, rows, extra = train_linear_head(inputs, labels, data.num_classes, args.seed)
+            in_memory = {split: x[:] for split, x in inputs.items()}  # the fit takes every row at once
+            net, rows, extra = train_linear_head(in_memory, labels, data.num_classes, args.seed)
         model = with_classifier(extractor, net, head)
     else:
         with timed(times, "train"):
@@ -154,13 +171,27 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "evaluate"):
         metrics = evaluate_splits(net, inputs, labels, batch_size)
         if args.feature_cache:
-            check_cached_head_matches(model, net, images["test"][:CHECK_IMAGES], inputs["test"][:CHECK_IMAGES])
+            first = np.arange(min(CHECK_IMAGES, len(labels["test"])))
+            check_cached_head_matches(model, net, take(images["test"], first), take(inputs["test"], first))
 
     # Save the full model, compiled for evaluate(), and beside it what made it.
     info = finish(model, "base", args, learning_rate, data, splits, args.seed, rows, metrics, times, started, **extra)
+    if data.streamed and args.feature_cache and not args.keep_cache:
+        shutil.rmtree(cache)
     print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
           f"in {times['total']:.0f} s")
     return info
+
+
+def features_in_files(extractor: keras.Model, data: Dataset, splits: Splits, batch_size: int, cache: Path
+                      ) -> tuple[dict[str, FeatureFile], Splits]:
+    """The forward pass over streamed images, each split's features into a file in `cache`;
+    returns the files and the splits without the images that could not be read."""
+    print(f"features: streamed into {cache}/")
+    passes = {split: stream_features(extractor, images, batch_size, cache / f"{split}.f32")
+              for split, images in splits.images.items()}
+    splits = drop_unreadable(data, splits, {split: readable for split, (_, readable) in passes.items()})
+    return {split: features for split, (features, _) in passes.items()}, splits
 
 
 def train_linear_head(inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int,

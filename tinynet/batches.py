@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tinynet.streaming import FeatureFile, ImageFiles, take
 
-def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
+Rows = np.ndarray | ImageFiles | FeatureFile  # rows in memory, or read from files a batch at a time
+
+
+def epoch_batches(x: Rows, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
                   augment: bool = False) -> tf.data.Dataset:
     """Training batches for epochs first_epoch .. epochs-1, in one stream.
 
@@ -16,13 +20,6 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
     to 1/8 of its size (a random crop of the zero-padded image); images stay uint8 throughout.
     """
     n = len(x)
-
-    def gather(indices):  # in NumPy: a TensorFlow copy of a large feature cache would double its memory
-        return x[indices], y[indices]
-
-    def batch_of(indices):
-        images, labels = tf.numpy_function(gather, [indices], (x.dtype, y.dtype))
-        return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None, *y.shape[1:]))
 
     def augmented(images, labels, epoch_seed, indices):
         height, width, channels = x.shape[1:]
@@ -42,9 +39,9 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, firs
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), epoch_seed)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
         if augment:
-            return batches.map(lambda i: (*batch_of(i), i)).map(
+            return batches.map(lambda i: (*gathered((x, y), i), i), num_parallel_calls=tf.data.AUTOTUNE).map(
                 lambda images, labels, i: augmented(images, labels, epoch_seed, i), num_parallel_calls=tf.data.AUTOTUNE)
-        return batches.map(batch_of)
+        return batches.map(lambda i: gathered((x, y), i), num_parallel_calls=tf.data.AUTOTUNE)
 
     return prefetched(tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch))
 
@@ -58,8 +55,22 @@ def prefetched(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.prefetch(2).with_options(options)
 
 
-def in_batches(arrays: np.ndarray | tuple[np.ndarray, ...], batch_size: int) -> tf.data.Dataset:
-    """An array, or a tuple of them, in memory as prefetched batches, in order: for validation and
+def gathered(arrays: tuple[Rows, ...], indices: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """Each array's rows at `indices`, taken in NumPy (a TensorFlow copy of a large feature cache
+    would double its memory) or read from the files of tinynet.streaming."""
+    values = tf.numpy_function(lambda i: tuple(take(a, i) for a in arrays), [indices],
+                               tuple(tf.as_dtype(a.dtype) for a in arrays))
+    return tuple(tf.ensure_shape(v, (None, *a.shape[1:])) for v, a in zip(values, arrays, strict=True))
+
+
+def in_batches(arrays: Rows | tuple[Rows, ...], batch_size: int) -> tf.data.Dataset:
+    """An array, or a tuple of them, as prefetched batches, in order: for validation and
     evaluation. Keras builds a new data adapter for NumPy arrays on every call, which cost 0.1 s per
     epoch of a head's training."""
-    return prefetched(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))
+    parts = arrays if isinstance(arrays, tuple) else (arrays,)
+    if all(isinstance(a, np.ndarray) for a in parts):
+        return prefetched(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))
+    batches = tf.data.Dataset.range(len(parts[0])).batch(batch_size).map(
+        lambda i: gathered(parts, i) if isinstance(arrays, tuple) else gathered(parts, i)[0],
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return prefetched(batches)

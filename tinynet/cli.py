@@ -127,6 +127,10 @@ def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> N
                             "class); default as --val-split")
     group.add_argument("--seed", type=int, default=0,
                        help="seeds the split, the weight initialisation and the shuffling")
+    group.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                       help="read images from their files a batch at a time instead of holding them in memory; "
+                            "auto: when they would take more than 4 GiB at the model's size (stage 2 and the "
+                            "evaluators do as stage 1 did)")
 
 
 def add_training_args(parser: argparse.ArgumentParser, title: str, *, epochs: str, batch_size: int | None,

@@ -13,20 +13,20 @@ stratified and seeded. Images stay uint8; photos are made square at the model's 
 
 from __future__ import annotations
 
-import os
 import pickle
 import posixpath
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tinynet.errors import UserError
-from tinynet.images import SQUARE_METHODS, decode_image, decode_jpegs, image_shape, is_image_file
+from tinynet.images import SQUARE_METHODS, decode_all, image_shape, is_image_file, stack_images
 from tinynet.sources import Reader, list_files
+from tinynet.streaming import ImageFiles, streams
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -45,7 +45,7 @@ UPSCALE = 4  # small images are upscaled 4x by default, as the original upscaled
 class Part:
     """The images of one folder of the source (train/, test/ or val/, or the only one)."""
 
-    images: np.ndarray  # (n, h, w, 3) uint8
+    images: np.ndarray | ImageFiles  # (n, h, w, 3) uint8, in memory or read from the files
     labels: np.ndarray  # (n,) int
     files: list[str] = field(default_factory=list)  # path of each image in the source; empty for CIFAR batches
 
@@ -58,18 +58,24 @@ class Dataset:
     image_size: int  # the model's input size: given, or chosen from the images
     layout: str  # the layout in words, for the log
     square: str = "crop"  # how photos were made square (tinynet.images.square_image)
+    streamed: bool = False  # images read from their files a batch at a time (tinynet.streaming)
+    unreadable: list[str] = field(default_factory=list)  # files a streamed run found unreadable and left out
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
-def load_dataset(data_dir: str | None, image_size: int | None = None, square: str = "crop") -> Dataset:
+def load_dataset(data_dir: str | None, image_size: int | None = None, square: str = "crop", stream: str = "auto",
+                 skip: Collection[str] = ()) -> Dataset:
     """Load CIFAR-10 from Keras (data_dir None) or a folder or archive in one of the layouts above,
     or the official `cifar-10-batches-py` folder or `cifar-10-python.tar.gz`.
 
     image_size None chooses it from the images (default_image_size). Images that are not squares
-    of at most image_size pixels are made square by `square` at image_size as they are read."""
+    of at most image_size pixels are made square by `square` at image_size as they are read.
+    A folder too large for memory (tinynet.streaming.streams) is not read here: its parts hold
+    ImageFiles, decoded a batch at a time. Files in `skip` (unreadable, as a streamed run found
+    them) are left out."""
     if square not in SQUARE_METHODS:
         raise ValueError(f"unknown square method {square!r}")
     if data_dir is None:
@@ -82,7 +88,7 @@ def load_dataset(data_dir: str | None, image_size: int | None = None, square: st
     if names.issuperset(BATCH_FILES):
         dataset = _load_batches(files, image_size or default_image_size([(32, 32)]))
     else:
-        dataset = _load_image_tree(files, image_size, square, path)
+        dataset = _load_image_tree(files, image_size, square, path, stream, set(skip))
     dataset.source, dataset.square = str(path), square
     return dataset
 
@@ -131,10 +137,10 @@ def _load_batches(files: list[tuple[str, Reader | None]], image_size: int) -> Da
 
 
 def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | None, square: str,
-                     path: Path) -> Dataset:
+                     path: Path, stream: str, skip: set[str]) -> Dataset:
     """Class folders, in one of the layouts of this module's docstring; class names in sorted order."""
-    kinds = {name: is_image_file(name, read) for name, read in files if read}
-    images = [(name, read) for name, read in files if read and kinds[name]]
+    kinds = {name: is_image_file(name, read) for name, read in files if read and name not in skip}
+    images = [(name, read) for name, read in files if read and kinds.get(name)]
     others = [name for name, read in files if read and not kinds[name]]
     top = _top_folder(images)
     images = [(name[len(top):], read) for name, read in images]
@@ -150,17 +156,30 @@ def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | N
         everything = [item for items in by_part.values() for item in items]
         sample = everything[::max(1, len(everything) // SIZE_SAMPLE)]
         image_size = default_image_size([s for s in (image_shape(read()) for _, _, read in sample) if s] or [(32, 32)])
+    if streams(sum(len(items) for items in by_part.values()), image_size, stream):
+        parts = {part: _part(items, _image_files(items, image_size, square, top), class_names, top)
+                 for part, items in by_part.items()}
+        return Dataset(parts, class_names, "", image_size, layout + ", streamed from the files", streamed=True)
     decoded = {part: _decode_all(items, image_size, square) for part, items in by_part.items()}
-    _check_bad_images(decoded, top)
+    check_unreadable([top + name for items in decoded.values() for name, _, image in items if image is None],
+                     sum(len(items) for items in decoded.values()))
     good = {part: [(name, class_name, image) for name, class_name, image in items if image is not None]
             for part, items in decoded.items()}
     _check_not_empty(good, class_names, prefixes, path)
     one_shape = len({image.shape for items in good.values() for _, _, image in items}) == 1
-    parts = {part: Part(stack_images([image for _, _, image in items], image_size, one_shape),
-                        np.array([class_names.index(class_name) for _, class_name, _ in items]),
-                        [top + name for name, _, _ in items])
+    parts = {part: _part(items, stack_images([image for _, _, image in items], image_size, one_shape), class_names, top)
              for part, items in good.items()}
     return Dataset(parts, class_names, "", image_size, layout)
+
+
+def _image_files(items: list[tuple[str, str, Reader]], image_size: int, square: str, top: str) -> ImageFiles:
+    return ImageFiles([top + name for name, _, _ in items], [read for _, _, read in items], image_size, square)
+
+
+def _part(items: list[tuple[str, str, object]], images: np.ndarray | ImageFiles, class_names: list[str],
+          top: str) -> Part:
+    return Part(images, np.array([class_names.index(class_name) for _, class_name, _ in items]),
+                [top + name for name, _, _ in items])
 
 
 def _top_folder(images: list[tuple[str, Reader]]) -> str:
@@ -246,37 +265,14 @@ def _decode_all(items: list[tuple[str, str, Reader]], image_size: int, square: s
     return [(name, class_name, image) for (name, class_name, _), image in zip(items, images, strict=True)]
 
 
-def decode_all(contents: list[bytes], image_size: int, square: str) -> list[np.ndarray | None]:
-    """Decode each file as RGB at image_size; a file that is not a readable image gets None.
-    JPEGs that TensorFlow can decode in batches are; the others by PIL, on every core."""
-    images = decode_jpegs(contents, image_size)
-    if images is None:
-        with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL releases the GIL while it decodes and resizes
-            images = list(pool.map(lambda data: decode_image(data, image_size, square), contents))
-    return images
-
-
-def _check_bad_images(decoded: dict[str, list[tuple[str, str, np.ndarray | None]]], top: str) -> None:
+def check_unreadable(bad: list[str], total: int) -> None:
     """Skip a few unreadable images with a warning; refuse a folder where more than 1% are bad."""
-    total = sum(len(items) for items in decoded.values())
-    bad = [top + name for items in decoded.values() for name, _, img in items if img is None]
     if not bad:
         return
     listed = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
     if len(bad) > MAX_BAD_FRACTION * total:
         raise UserError(f"{len(bad)} of {total} images are unreadable (over 1%), e.g. {listed}: fix or remove them")
     warnings.warn(f"skipped {len(bad)} unreadable image(s) of {total}: {listed}", stacklevel=2)
-
-
-def stack_images(images: list[np.ndarray], size: int, one_shape: bool) -> np.ndarray:
-    """One array; unless all images (of every part) have one shape, the squares smaller than
-    `size` are first resized to it."""
-    if not one_shape:
-        from PIL import Image
-
-        images = [image if image.shape[:2] == (size, size) else
-                  np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)) for image in images]
-    return np.stack(images)
 
 
 # Splits ----------------------------------------------------------------------------------------
@@ -335,10 +331,24 @@ def split_data(data: Dataset, val_split: float | None, test_split: float | None,
                   {s: chosen[s][1] for s in ("train", "val", "test")}, fractions, carved)
 
 
+def drop_unreadable(data: Dataset, splits: Splits, readable: dict[str, np.ndarray]) -> Splits:
+    """The splits without the images a streamed pass could not read (readable: a mask per split),
+    refused above 1% as when a folder is read into memory; the files are recorded in data.unreadable."""
+    bad = [name for split, mask in readable.items()
+           for name, ok in zip(splits.images[split].names, mask, strict=True) if not ok]
+    check_unreadable(bad, sum(len(mask) for mask in readable.values()))
+    data.unreadable = sorted(bad)
+    gone = set(bad)
+    return Splits({split: x[readable[split]] for split, x in splits.images.items()},
+                  {split: y[readable[split]] for split, y in splits.labels.items()}, splits.fractions,
+                  {split: [name for name in names if name not in gone] for split, names in splits.carved.items()})
+
+
 def data_record(data: Dataset, splits: Splits, seed: int) -> dict:
     """What the sidecar keeps of the data: enough for load_recorded to rebuild the same split."""
     return {"source": data.source, "layout": data.layout, "image_size": data.image_size, "square": data.square,
-            "seed": seed, **{f"{split}_split": f for split, f in splits.fractions.items()},
+            "streamed": data.streamed, "unreadable": data.unreadable, "seed": seed,
+            **{f"{split}_split": f for split, f in splits.fractions.items()},
             **{split: len(labels) for split, labels in splits.labels.items()}, "carved": splits.carved}
 
 
@@ -352,7 +362,8 @@ def load_recorded_data(record: dict, data_dir: str | None = None) -> Dataset:
     """The data a model was trained on, at its image size: from data_dir, else the record's source."""
     source = data_dir or record.get("source")
     return load_dataset(None if source in (None, "keras") else source, record.get("image_size"),
-                        record.get("square", "crop"))
+                        record.get("square", "crop"), "on" if record.get("streamed") else "off",
+                        record.get("unreadable", ()))
 
 
 def split_recorded(data: Dataset, record: dict) -> Splits:

@@ -8,9 +8,11 @@ A square image no larger than the model's input is kept as it is: the model resi
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -140,3 +142,22 @@ def decode_jpegs(contents: list[bytes], max_side: int) -> list[np.ndarray] | Non
         return [image for batch in batches.with_options(options).as_numpy_iterator() for image in batch]
     except tf.errors.OpError:
         return None
+
+
+def decode_all(contents: list[bytes], image_size: int, square: str) -> list[np.ndarray | None]:
+    """Decode each file as RGB at image_size; a file that is not a readable image gets None.
+    JPEGs that TensorFlow can decode in batches are; the others by PIL, on every core."""
+    images = decode_jpegs(contents, image_size)
+    if images is None:
+        with ThreadPoolExecutor(os.cpu_count()) as pool:  # PIL releases the GIL while it decodes and resizes
+            images = list(pool.map(lambda data: decode_image(data, image_size, square), contents))
+    return images
+
+
+def stack_images(images: list[np.ndarray], size: int, one_shape: bool) -> np.ndarray:
+    """One array; unless all images (of every part) have one shape, the squares smaller than
+    `size` are first resized to it."""
+    if not one_shape:
+        images = [image if image.shape[:2] == (size, size) else
+                  np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)) for image in images]
+    return np.stack(images)

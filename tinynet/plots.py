@@ -14,9 +14,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tinynet.evaluation import Evaluation  # noqa: E402
 from tinynet.runfiles import read_sidecar  # noqa: E402
+from tinynet.streaming import ImageFiles, take  # noqa: E402
 
 
-def prediction_grid(evaluation: Evaluation, images: np.ndarray, path: Path, count: int = 25) -> Path:
+def prediction_grid(evaluation: Evaluation, images: np.ndarray | ImageFiles, path: Path, count: int = 25) -> Path:
     """`count` test images, spread evenly over the test set (which is often sorted by class), with
     true and predicted class and confidence; mistakes in red."""
     shown = np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)
@@ -25,9 +26,9 @@ def prediction_grid(evaluation: Evaluation, images: np.ndarray, path: Path, coun
     figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows + 0.4), squeeze=False)
     for axis in np.ravel(axes):
         axis.axis("off")
-    for axis, i in zip(np.ravel(axes), shown, strict=False):
+    for axis, i, image in zip(np.ravel(axes), shown, take(images, shown), strict=False):
         true, predicted = evaluation.labels[i], evaluation.predicted[i]
-        axis.imshow(images[i])
+        axis.imshow(image)
         axis.set_title(f"{evaluation.class_names[predicted]} {evaluation.probabilities[i, predicted]:.0%}\n"
                        f"true: {evaluation.class_names[true]}", fontsize=9,
                        color="black" if true == predicted else "red")

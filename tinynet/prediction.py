@@ -12,9 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tinynet.data import decode_all, stack_images
 from tinynet.errors import UserError
-from tinynet.images import image_shape, is_image_file, keeps_size
+from tinynet.images import decode_all, image_shape, is_image_file, keeps_size, stack_images
 from tinynet.model import input_settings
 from tinynet.sources import Reader, list_files
 

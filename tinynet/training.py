@@ -9,6 +9,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,10 +18,13 @@ import numpy as np
 
 from tinynet.batches import epoch_batches, in_batches
 from tinynet.errors import UserError
+from tinynet.images import stack_images
 from tinynet.runfiles import save_arrays, state_dir, write_json
+from tinynet.streaming import FeatureFile, ImageFiles
 
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
 PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was slower and took more memory
+STREAM_CHUNK = 1024  # images decoded at a time when streamed: 150 MB at 224 pixels
 
 
 def steps_per_call(steps_per_epoch: int, at_most: int) -> int:
@@ -59,11 +63,12 @@ def clearly_better(guesses: np.ndarray, base_guesses: np.ndarray, labels: np.nda
     return gained - lost > np.sqrt(gained + lost)
 
 
-def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int,
+                     progress: keras.utils.Progbar | None = None) -> np.ndarray:
     """One streamed forward pass: features are written batch by batch into one preallocated array,
     so the upscaled images never exist all at once and the output is never copied."""
     features = np.empty((len(images), *extractor.output_shape[1:]), dtype=np.float32)
-    progress = keras.utils.Progbar(len(images), unit_name="image")
+    progress = progress or keras.utils.Progbar(len(images), unit_name="image")
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         size = len(batch)
@@ -72,6 +77,28 @@ def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int
         features[start:start + size] = extractor.predict_on_batch(batch)[:size]
         progress.add(size)
     return features
+
+
+def stream_features(extractor: keras.Model, images: ImageFiles, batch_size: int, path: Path
+                    ) -> tuple[FeatureFile, np.ndarray]:
+    """The forward pass over images read from their files, STREAM_CHUNK at a time, the next chunk
+    decoded on another thread while the base runs on this one. The features go to a file at
+    `path`; unreadable images are left out. Returns the file and a mask of the images it holds."""
+    features = FeatureFile(path, extractor.output_shape[1:])
+    readable = np.zeros(len(images), dtype=bool)
+    progress = keras.utils.Progbar(len(images), unit_name="image")
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(images[:STREAM_CHUNK].decode)
+        for start in range(0, len(images), STREAM_CHUNK):
+            chunk = pending.result()
+            pending = reader.submit(images[start + STREAM_CHUNK:start + 2 * STREAM_CHUNK].decode)
+            good = [image for image in chunk if image is not None]
+            readable[start:start + len(chunk)] = [image is not None for image in chunk]
+            if good:  # as in memory, small squares of one size stay at it: the model resizes them
+                batch = stack_images(good, images.image_size, one_shape=len({image.shape for image in good}) == 1)
+                features.append(extract_features(extractor, batch, batch_size, progress))
+            progress.add(len(chunk) - len(good))
+    return features, readable
 
 
 class RunCheckpoint(keras.callbacks.Callback):
