@@ -141,7 +141,7 @@ def _load_image_tree(files: list[tuple[str, Reader | None]], image_size: int | N
     """Class folders, in one of the layouts of this module's docstring; class names in sorted order."""
     kinds = {name: is_image_file(name, read) for name, read in files if read and name not in skip}
     images = [(name, read) for name, read in files if read and kinds.get(name)]
-    others = [name for name, read in files if read and not kinds[name]]
+    others = [name for name, read in files if name in kinds and not kinds[name]]
     top = _top_folder(images)
     images = [(name[len(top):], read) for name, read in images]
     folders = [name[len(top):] for name, read in files if read is None and name.startswith(top)]
