@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinynet import cli, exporting
+from tinynet import backend, cli, exporting
 from tinynet.data import load_recorded
 from tinynet.errors import UserError
 from tinynet.model import load_saved_model
@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    backend.require_tensorflow("export.py")  # the exports are written from TensorFlow's SavedModel
     exporting.check_packages(args.formats)
     stem = Path(args.output) if args.output else Path(args.model).with_suffix("")
     cli.check_output(str(stem), "--output", suffix=None)

@@ -57,6 +57,7 @@ def test_cached_features_and_end_to_end_give_the_same_predictions(model, images)
     np.testing.assert_allclose(from_images, from_features, atol=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="counts tf.function's traces")
 def test_the_forward_pass_is_traced_once_though_its_last_batch_is_short(model, images):
     extractor = feature_extractor(model)
     features = extract_features(extractor, images, batch_size=10)  # 24 images: 10, 10, then 4
@@ -125,6 +126,7 @@ print(json.dumps({{"compiled": model.compiled, "loss": loss, "accuracy": accurac
     assert reloaded["accuracy"] == pytest.approx(accuracy) and reloaded["loss"] == pytest.approx(loss, rel=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="FusedAdam is TensorFlow's kernel")
 def test_fused_adam_takes_the_steps_keras_adam_takes():
     x = np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32)
     y = one_hot(np.arange(32) % 4, 4)

@@ -3,17 +3,22 @@
 One GPU: mixed float16 (the softmax stays float32) and batches prefetched to the device.
 Several GPUs: MirroredStrategy copies the model to each and splits every batch between them.
 Several machines: MultiWorkerMirroredStrategy, configured by the TF_CONFIG environment variable.
+The strategies are TensorFlow's: on another Keras backend (JAX) a run uses one device.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
 
+from tinynet import backend
+from tinynet.distributed import DataParallelRun
 from tinynet.errors import UserError
 
 PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
@@ -32,10 +37,28 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                             "multiworker: several machines, from TF_CONFIG")
     group.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
                        help="XLA compilation of training steps: auto lets Keras decide (on with a GPU only)")
+    group.add_argument("--distribute", action="store_true",
+                       help="data-parallel over processes and hosts with keras.distribution (KERAS_BACKEND=jax): "
+                            "start one process per host with KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES "
+                            "and _PROCESS_ID set (README)")
 
 
-def set_up(args: argparse.Namespace, seed: int) -> tf.distribute.Strategy:
+class OneDevice:
+    """What the scripts use of a tf.distribute strategy, on a backend without them: one replica."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+Strategy = tf.distribute.Strategy | OneDevice | DataParallelRun
+
+
+def set_up(args: argparse.Namespace, seed: int) -> Strategy:
     """Strategy, precision and seed for a training run, and the output this worker writes."""
+    if args.distribute:
+        return set_up_processes(args, seed)
     strategy = make_strategy(args.strategy)  # first: collective ops must be set up before TensorFlow starts
     policy = set_precision(args.precision)
     keras.utils.set_random_seed(seed)
@@ -44,7 +67,40 @@ def set_up(args: argparse.Namespace, seed: int) -> tf.distribute.Strategy:
     return strategy
 
 
-def scaled(strategy: tf.distribute.Strategy, batch_size: int, learning_rate: float) -> tuple[int, float]:
+def set_up_processes(args: argparse.Namespace, seed: int) -> DataParallelRun:
+    """--distribute: this process's place among the data-parallel processes (tinynet.distributed)."""
+    if backend.on_tensorflow():
+        raise UserError("--distribute runs on Keras's JAX backend: set KERAS_BACKEND=jax (pip install -r "
+                        "requirements-jax.txt); on TensorFlow, --strategy mirrored spreads over one machine's GPUs")
+    if args.strategy not in ("auto", "default"):
+        raise UserError(f"--distribute replaces --strategy {args.strategy}")
+    run = DataParallelRun()
+    policy = set_precision(args.precision)
+    keras.utils.set_random_seed(seed)
+    print(f"devices: process {run.process} of {run.processes}, {run.num_replicas_in_sync} device(s) in all, "
+          f"precision {policy}, {backend.name()} {backend.version()}")
+    return run
+
+
+def writes_output(strategy: Strategy) -> bool:
+    """Whether this process writes the model, its sidecar and the resume state: under --distribute
+    process 0 alone does (the copies are the same)."""
+    return not isinstance(strategy, DataParallelRun) or strategy.process == 0
+
+
+@contextlib.contextmanager
+def saving(strategy: Strategy, model: keras.Model) -> Iterator[bool]:
+    """Around a run's saving; yields whether this process writes. Under --distribute the others
+    then wait for it, so that none leaves before the files are written."""
+    if not isinstance(strategy, DataParallelRun):
+        yield True
+        return
+    strategy.stop(model)
+    yield writes_output(strategy)
+    strategy.wait_for_all()
+
+
+def scaled(strategy: Strategy, batch_size: int, learning_rate: float) -> tuple[int, float]:
     """The global batch (batch_size per replica) and the learning rate scaled linearly with it,
     the usual rule for data-parallel training."""
     replicas = strategy.num_replicas_in_sync
@@ -53,16 +109,28 @@ def scaled(strategy: tf.distribute.Strategy, batch_size: int, learning_rate: flo
 
 def set_precision(choice: str) -> str:
     """Set Keras's global dtype policy; returns the policy's name."""
-    gpus = tf.config.list_physical_devices("GPU")
-    policy = {"auto": "mixed_float16" if gpus else "float32", "float32": "float32",
+    policy = {"auto": "mixed_float16" if gpu_count() else "float32", "float32": "float32",
               "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}[choice]
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
 
-def make_strategy(choice: str) -> tf.distribute.Strategy:
+def gpu_count() -> int:
+    """GPUs the backend sees."""
+    if backend.on_tensorflow():
+        return len(tf.config.list_physical_devices("GPU"))
+    import jax  # the only other backend the kit runs on
+
+    return sum(device.platform == "gpu" for device in jax.devices())
+
+
+def make_strategy(choice: str) -> Strategy:
     """The distribution strategy: its scope() is where models are built and compiled."""
-    gpus = tf.config.list_physical_devices("GPU")
+    if not backend.on_tensorflow():
+        if choice in ("mirrored", "multiworker"):
+            raise UserError(f"--strategy {choice} is a TensorFlow strategy; under KERAS_BACKEND={backend.name()} "
+                            "a run uses one device (--strategy auto or default)")
+        return OneDevice()
     if choice == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise UserError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's index")
@@ -70,25 +138,27 @@ def make_strategy(choice: str) -> tf.distribute.Strategy:
             raise UserError(f"Keras {keras.version()}'s fit() fails under MultiWorkerMirroredStrategy "
                             "(keras-team/keras#20585); use one machine (--strategy mirrored) until a fixed release")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if choice == "mirrored" or (choice == "auto" and len(gpus) >= 2):
+    if choice == "mirrored" or (choice == "auto" and gpu_count() >= 2):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
 def jit_compile(choice: str) -> bool | str:
-    """keras compile's jit_compile: XLA pays on GPUs; DepthwiseConv2D under XLA can be slow on a CPU."""
+    """keras compile's jit_compile: XLA pays on GPUs; DepthwiseConv2D under XLA can be slow on a CPU.
+    On JAX, auto and on are jax.jit (XLA is JAX's only compiler); off runs every step eagerly."""
     return {"auto": "auto", "on": True, "off": False}[choice]
 
 
-def describe(strategy: tf.distribute.Strategy, policy: str) -> str:
-    """One line on what the run uses, so a GPU that TensorFlow cannot see is noticed at once."""
-    gpus = tf.config.list_physical_devices("GPU")
-    no_gpu = "the CPU (no GPU visible to TensorFlow; TF_CPP_MIN_LOG_LEVEL=0 shows its start-up log)"
-    where = f"{len(gpus)} GPU(s)" if gpus else no_gpu
+def describe(strategy: Strategy, policy: str) -> str:
+    """One line on what the run uses, so a GPU that the backend cannot see is noticed at once."""
+    gpus = gpu_count()
+    no_gpu = ("the CPU (no GPU visible to TensorFlow; TF_CPP_MIN_LOG_LEVEL=0 shows its start-up log)"
+              if backend.on_tensorflow() else f"the CPU (no GPU visible to {backend.name()})")
+    where = f"{gpus} GPU(s)" if gpus else no_gpu
     worker = json.loads(os.environ["TF_CONFIG"])["task"] if "TF_CONFIG" in os.environ else None
     cluster = f", worker {worker['index']}" if worker else ""
     return (f"devices: {where}, {strategy.num_replicas_in_sync} replica(s){cluster}, precision {policy}, "
-            f"TensorFlow {tf.__version__}")
+            f"Keras backend {backend.name()} {backend.version()}")
 
 
 def worker_output(path: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tinynet import backend
 from tinynet.batches import in_batches
 from tinynet.data import load_recorded
 from tinynet.runfiles import read_sidecar
+from tinynet.streaming import ImageFiles
 
 STANDARD_MODELS = ["cifar10_lilTinyNet.h5", "cifar10_finetuned_lilTinyNet.h5"]
 
@@ -31,7 +34,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class TestSet:
-    images: np.ndarray  # (n, h, w, 3) uint8
+    images: np.ndarray | ImageFiles  # (n, h, w, 3) uint8, in memory or read from the files
     labels: np.ndarray  # (n,) int
     class_names: list[str]
     source: str
@@ -111,9 +114,8 @@ def evaluate(path: str, model: keras.Model, images: np.ndarray, labels: np.ndarr
     return Evaluation(path, probabilities, np.asarray(labels).reshape(-1), class_names, seconds, penalty)
 
 
-def throughput(model: keras.Model, images: np.ndarray, batch_size: int = 256, limit: int = 2048) -> float:
+def throughput(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> float:
     """Images per second of model.predict at batch_size on images already in memory, after a warm-up."""
-    images = images[:limit]
     model.predict(images[:batch_size], batch_size=batch_size, verbose=0)
     start = time.perf_counter()
     model.predict(images, batch_size=batch_size, verbose=0)
@@ -121,16 +123,28 @@ def throughput(model: keras.Model, images: np.ndarray, batch_size: int = 256, li
 
 
 def latency_ms(model: keras.Model, image: np.ndarray, repeats: int = 30) -> float:
-    """Median milliseconds for one image through the traced model (predict() adds per-call overhead)."""
-    infer = tf.function(lambda batch: model(batch, training=False))
-    batch = tf.convert_to_tensor(image[None])
+    """Median milliseconds for one image through the compiled model (predict() adds per-call overhead)."""
+    infer = compiled_call(model)
+    batch = image[None]
     infer(batch)  # warm-up: trace
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        infer(batch).numpy()
+        infer(batch)
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
+
+
+def compiled_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's forward pass in inference mode, traced once: tf.function on TensorFlow, jax.jit on JAX."""
+    if backend.on_tensorflow():
+        traced = tf.function(lambda batch: model(batch, training=False))
+        return lambda batch: traced(batch).numpy()
+    import jax
+
+    variables = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+    jitted = jax.jit(lambda variables, batch: model.stateless_call(*variables, batch, training=False)[0])
+    return lambda batch: np.asarray(jitted(variables, batch))
 
 
 def model_facts(path: str, model: keras.Model) -> dict[str, float]:

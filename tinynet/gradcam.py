@@ -6,14 +6,17 @@ averaged over each map, weights that map; the weighted sum, negative parts cut, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import matplotlib
 import numpy as np
 import tensorflow as tf
+from keras import ops
 from PIL import Image
 
+from tinynet import backend
 from tinynet.model import head_inputs
 
 OPACITY = 0.45  # of the heat map over the image
@@ -33,16 +36,29 @@ class GradCam:
                                for i in range(0, len(images), batch_size)])
 
     def _heat_maps(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        with tf.GradientTape() as tape:
-            maps = self.front(images, training=False)
-            maps = maps if isinstance(maps, list) else [maps]
-            tape.watch(maps[-1])
-            probabilities = self.tail(maps, training=False)
-            scores = tf.gather(probabilities, classes, axis=1, batch_dims=1)
-        gradients = tape.gradient(scores, maps[-1])
-        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        cams = tf.nn.relu(tf.reduce_sum(weights * maps[-1], axis=-1)).numpy()
+        maps = self.front(images, training=False)
+        maps = maps if isinstance(maps, list) else [maps]
+        chosen = ops.convert_to_tensor(classes[:, None])
+
+        def score(deepest):  # summed over the batch: each image's score depends on its own maps only
+            probabilities = self.tail([*maps[:-1], deepest], training=False)
+            return ops.sum(ops.take_along_axis(probabilities, chosen, axis=1))
+
+        weights = ops.mean(gradient(score, maps[-1]), axis=(1, 2), keepdims=True)
+        cams = ops.convert_to_numpy(ops.relu(ops.sum(weights * maps[-1], axis=-1)))
         return cams / np.maximum(cams.max(axis=(1, 2), keepdims=True), 1e-12)
+
+
+def gradient(function: Callable, x):
+    """The gradient of a scalar function at x: TensorFlow's tape, or jax.grad on JAX."""
+    if backend.on_tensorflow():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = function(x)
+        return tape.gradient(y, x)
+    import jax
+
+    return jax.grad(function)(x)
 
 
 def save_overlay(image: np.ndarray, heat_map: np.ndarray, path: Path) -> Path:

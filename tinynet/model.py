@@ -10,6 +10,7 @@ for an image never changes: the training scripts compute it once and train only 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from tinynet import backend
 from tinynet.errors import UserError
 
 BASE_NAME = "mobilenetv2"
@@ -232,11 +234,14 @@ class FusedAdam(keras.optimizers.Adam):
 
 def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
                   steps_per_execution: int = 1, jit_compile: bool | str = "auto", for_saving: bool = False) -> None:
-    """Adam and categorical cross-entropy on one-hot labels, as the original; under the model's
-    distribution strategy, where its optimizer's variables must be made. for_saving: Keras's own
-    Adam, not FusedAdam, so that the saved file loads anywhere without custom objects."""
-    optimizer = keras.optimizers.Adam if for_saving else FusedAdam
-    with model.distribute_strategy.scope():
+    """Adam and categorical cross-entropy on one-hot labels, as the original; on TensorFlow under
+    the model's distribution strategy, where its optimizer's variables must be made. FusedAdam is
+    TensorFlow's kernel: for_saving, and on other backends, Keras's own Adam (a saved file then
+    loads anywhere without custom objects)."""
+    fused = backend.on_tensorflow() and not for_saving
+    optimizer = FusedAdam if fused else keras.optimizers.Adam
+    scope = model.distribute_strategy.scope() if backend.on_tensorflow() else contextlib.nullcontext()
+    with scope:
         model.compile(
             optimizer=optimizer(learning_rate),
             loss="categorical_crossentropy",

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tinynet import backend
 from tinynet.data import Dataset, Splits, data_record
 from tinynet.errors import UserError
 from tinynet.model import compile_model
@@ -32,7 +33,8 @@ def run_info(stage: str, args, data: dict, class_names: list[str], history: list
         "history": history,
         "metrics": metrics,
         "times": times,
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "backend": backend.name(),
+                     backend.name(): backend.version()},
     }
 
 
