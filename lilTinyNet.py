@@ -37,7 +37,9 @@ from tinynet.data import (
     preprocess_data,  # noqa: F401  the original's contract: from lilTinyNet import preprocess_data
     split_data,
 )
-from tinynet.devices import add_device_args, jit_compile, scaled, set_up
+from tinynet.devices import add_device_args, jit_compile, saving, scaled, set_up, writes_output
+from tinynet.distributed import DataParallelRun, features_of_all
+from tinynet.errors import UserError
 from tinynet.images import SQUARE_METHODS
 from tinynet.linear_head import MAX_IMAGES, PENALTIES, fit_linear_head
 from tinynet.model import (
@@ -57,6 +59,7 @@ from tinynet.training import (
     HEAD_STEPS_PER_CALL,
     PASS_BATCH_SIZE,
     cosine_schedule,
+    epoch_steps,
     evaluate_splits,
     extract_features,
     report_divergence,
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     cli.check_output(args.output)
     strategy = set_up(args, args.seed)
     batch_size, learning_rate = scaled(strategy, args.batch_size, args.learning_rate)
+    shard = strategy.slice_of(batch_size) if isinstance(strategy, DataParallelRun) else None
     times: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -123,13 +127,15 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "load_data"):
         data = load_dataset(args.data_dir, args.image_size, args.square, args.stream)
     splits = split_data(data, args.val_split, args.test_split, args.seed)
+    if data.streamed and shard:
+        raise UserError("--distribute holds the images in memory: it does not stream a folder this large yet")
     counts = {split: len(y) for split, y in splits.labels.items()}
     print(f"data: {counts['train']} train, {counts['val']} validation, {counts['test']} test images, "
           f"{data.num_classes} classes, from {data.source}: {data.layout}; model input {data.image_size} px")
 
     # Model: scale and resize inside, the frozen MobileNetV2, then the head, chosen by the set's size.
     head = args.head if args.head != "auto" else "gap" if counts["train"] <= MAX_IMAGES else "blocks"
-    linear = head == "gap" and args.feature_cache
+    linear = head == "gap" and args.feature_cache and not shard  # the closed-form fit is for one process
     with strategy.scope():
         model = build_model(data.num_classes, data.image_size, args.alpha, weights, head, args.square)
     check_free_space(args.output, space_needed(model))
@@ -147,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
             cache = Path(args.cache_dir or Path(args.output).with_suffix(".features"))
             if data.streamed:  # features into files; images that cannot be read are left out
                 inputs, splits = features_in_files(extractor, data, splits, pass_batch_size, cache)
+            elif shard:  # each process computes its share, and all get every feature
+                inputs = features_of_all(extractor, splits.images, PASS_BATCH_SIZE, strategy)
             else:
                 inputs = {split: extract_features(extractor, x, pass_batch_size) for split, x in splits.images.items()}
         net = model.get_layer("classifier")
@@ -164,22 +172,27 @@ def main(argv: list[str] | None = None) -> dict:
         model = with_classifier(extractor, net, head)
     else:
         with timed(times, "train"):
-            rows, extra = train_in_epochs(net, inputs, labels, args, batch_size, learning_rate)
+            rows, extra = train_in_epochs(net, inputs, labels, args, batch_size, learning_rate, shard,
+                                          writes_output(strategy))
     extra["head"] = head
 
     # Evaluate the best weights on validation, and once on test.
     with timed(times, "evaluate"):
-        metrics = evaluate_splits(net, inputs, labels, batch_size)
-        if args.feature_cache:
+        metrics = evaluate_splits(net, inputs, labels, batch_size, shard)
+        if args.feature_cache and not shard:
             first = np.arange(min(CHECK_IMAGES, len(labels["test"])))
             check_cached_head_matches(model, net, take(images["test"], first), take(inputs["test"], first))
 
-    # Save the full model, compiled for evaluate(), and beside it what made it.
-    info = finish(model, "base", args, learning_rate, data, splits, args.seed, rows, metrics, times, started, **extra)
+    # Save the full model, compiled for evaluate(), and beside it what made it (one process writes).
+    info = {"metrics": metrics}
+    with saving(strategy, model) as writes:
+        if writes:
+            info = finish(model, "base", args, learning_rate, data, splits, args.seed, rows, metrics, times, started,
+                          **extra)
+            print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
+                  f"in {times['total']:.0f} s")
     if data.streamed and args.feature_cache and not args.keep_cache:
         shutil.rmtree(cache)
-    print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
-          f"in {times['total']:.0f} s")
     return info
 
 
@@ -206,10 +219,11 @@ def train_linear_head(inputs: dict[str, np.ndarray], labels: dict[str, np.ndarra
 
 
 def train_in_epochs(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], args,
-                    batch_size: int, learning_rate: float) -> tuple[list[dict], dict]:
+                    batch_size: int, learning_rate: float, shard: slice | None, writes: bool
+                    ) -> tuple[list[dict], dict]:
     """Mini-batch epochs, at least MIN_HEAD_STEPS steps in all; returns the per-epoch history and
     the best epoch."""
-    steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
+    steps_per_epoch = epoch_steps(len(inputs["train"]), batch_size, shard)
     epochs = args.epochs or max(EPOCHS, math.ceil(MIN_HEAD_STEPS / steps_per_epoch))
     patience = args.patience or max(3, epochs // 3)
     print(f"head: up to {epochs} epochs of {steps_per_epoch} steps, patience {patience}")
@@ -221,7 +235,8 @@ def train_in_epochs(net: keras.Model, inputs: dict[str, np.ndarray], labels: dic
     classes = labels["val"].shape[1]
     print(f"initial validation loss {first_loss:.3f} (chance: ln({classes}) = {math.log(classes):.3f})")
     run = train(net, inputs, labels, epochs=epochs, batch_size=batch_size, seed=args.seed,
-                output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience)
+                output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience, shard=shard,
+                writes=writes)
     report_divergence(run)
     return run.rows, {"best_epoch": run.best_epoch}
 

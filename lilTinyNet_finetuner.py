@@ -23,7 +23,8 @@ import numpy as np
 
 from tinynet import cli
 from tinynet.data import load_recorded_data, one_hot, split_recorded
-from tinynet.devices import add_device_args, jit_compile, scaled, set_up
+from tinynet.devices import add_device_args, jit_compile, saving, scaled, set_up, writes_output
+from tinynet.distributed import DataParallelRun
 from tinynet.model import (
     check_num_classes,
     compile_model,
@@ -36,6 +37,7 @@ from tinynet.runfiles import check_free_space, finish, read_sidecar, space_neede
 from tinynet.training import (
     clearly_better,
     cosine_schedule,
+    epoch_steps,
     evaluate_splits,
     guesses,
     report_divergence,
@@ -96,18 +98,20 @@ def main(argv: list[str] | None = None) -> dict:
           f"{len(images['test'])} test images from {data.source}")
 
     # Batches, epochs and warm-up sized to the set: a small one still gets a few hundred steps.
+    # Over several devices, the batch and rate scale with them (tinynet.devices.scaled).
     batch_size = args.batch_size or int(np.clip(len(images["train"]) // 8, MIN_BATCH, BATCH_SIZE))
-    steps_per_epoch = math.ceil(len(images["train"]) / batch_size)
+    batch_size, learning_rate = scaled(strategy, batch_size, args.learning_rate)
+    shard = strategy.slice_of(batch_size) if isinstance(strategy, DataParallelRun) else None
+    steps_per_epoch = epoch_steps(len(images["train"]), batch_size, shard)
     epochs = args.epochs or max(EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
     patience = args.patience or max(8, epochs // 4)
     total_steps = epochs * steps_per_epoch
     warmup = max(steps_per_epoch, total_steps // 30)
-    batch_size, learning_rate = scaled(strategy, batch_size, args.learning_rate)
     print(f"schedule: up to {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, "
           f"{warmup} steps of warm-up, patience {patience}")
 
     # Epoch 0 is the base itself: fine-tuning must beat its validation accuracy to be kept.
-    base_weights, base_guesses = model.get_weights(), guesses(model, images["val"], batch_size)
+    base_weights, base_guesses = model.get_weights(), guesses(model, images["val"], batch_size, shard)
     base_val = float(np.mean(base_guesses == splits.labels["val"]))
 
     # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
@@ -120,13 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "train"):
         run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
                     output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
-                    augment=True, baseline=base_val)
+                    augment=True, baseline=base_val, shard=shard, writes=writes_output(strategy))
     report_divergence(run)
     best_epoch = run.best_epoch
 
     # On a small validation set a few lucky images make a "better" epoch: keep it only if its gain
     # over the base is more than chance would give (a paired sign test, one standard deviation).
-    if best_epoch and not clearly_better(guesses(model, images["val"], batch_size), base_guesses,
+    if best_epoch and not clearly_better(guesses(model, images["val"], batch_size, shard), base_guesses,
                                          splits.labels["val"]):
         model.set_weights(base_weights)
         print(f"epoch {best_epoch} beat the base model's validation accuracy {base_val:.4f} by no more than "
@@ -137,15 +141,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Evaluate the best weights, on un-augmented validation and test images.
     with timed(times, "evaluate"):
-        metrics = evaluate_splits(model, images, labels, batch_size)
+        metrics = evaluate_splits(model, images, labels, batch_size, shard)
 
-    # Save, compiled for evaluate(), with the sidecar.
-    info = finish(model, "finetune", args, learning_rate, data, splits, seed, run.rows, metrics, times, started,
-                  best_epoch=best_epoch, base=str(args.base), base_val_accuracy=base_val,
-                  base_metrics=base_info.get("metrics"), unfrozen_layers=unfrozen)
-    base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
-    print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
-          f"after {len(run.rows)} epochs (best: {best_epoch}) in {times['total']:.0f} s")
+    # Save, compiled for evaluate(), with the sidecar (one process writes).
+    info = {"metrics": metrics}
+    with saving(strategy, model) as writes:
+        if writes:
+            info = finish(model, "finetune", args, learning_rate, data, splits, seed, run.rows, metrics, times,
+                          started, best_epoch=best_epoch, base=str(args.base), base_val_accuracy=base_val,
+                          base_metrics=base_info.get("metrics"), unfrozen_layers=unfrozen)
+            base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
+            print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
+                  f"after {len(run.rows)} epochs (best: {best_epoch}) in {times['total']:.0f} s")
     return info
 
 

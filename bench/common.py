@@ -33,8 +33,9 @@ def run_child(args: list[str], log: Path) -> dict:
     with open(log, "w") as out:
         code = subprocess.call([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    if code != 0:
-        raise SystemExit(f"{' '.join(args)} failed with exit code {code}; see {log}")
+    if code != 0:  # the log may be in a temporary folder about to go: its end is shown here
+        raise SystemExit(f"{' '.join(args)} failed with exit code {code}; the end of {log}:\n"
+                         + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
     # ru_maxrss of children is the largest peak of any child so far, in KiB on Linux:
     # each bench step runs in its own bench process to keep the numbers apart.
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20

@@ -12,17 +12,19 @@ Rows = np.ndarray | ImageFiles | FeatureFile  # rows in memory, or read from fil
 
 
 def epoch_batches(x: Rows, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
-                  augment: bool = False) -> tf.data.Dataset:
+                  augment: bool = False, shard: slice | None = None) -> tf.data.Dataset:
     """Training batches for epochs first_epoch .. epochs-1, in one stream.
 
     Epoch e's order, and each image's augmentation, depend only on (seed, e): a resumed run sees
-    exactly the batches an uninterrupted one would. Augmentation flips and shifts each image by up
-    to 1/8 of its size (a random crop of the zero-padded image); images stay uint8 throughout.
+    exactly the batches an uninterrupted one would. With `shard` (data-parallel processes), each
+    epoch has only full batches, and this process gets the shard's slice of each. Augmentation
+    flips and shifts each image by up to 1/8 of its size (a random crop of the zero-padded image);
+    images stay uint8 throughout.
     """
     n = len(x)
 
     def augmented(images, labels, epoch_seed, indices):
-        height, width, channels = x.shape[1:]
+        height, width, channels = tf.unstack(tf.shape(images)[1:])  # streamed batches differ in size
         pad_h, pad_w = height // 8, width // 8
 
         def one(args):
@@ -30,14 +32,20 @@ def epoch_batches(x: Rows, y: np.ndarray, batch_size: int, seed: int, first_epoc
             flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed + [0, index], 2))
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
             image = tf.image.pad_to_bounding_box(image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
-            return tf.image.stateless_random_crop(image, (height, width, channels), crop_seed)
+            return tf.image.stateless_random_crop(image, tf.stack([height, width, channels]), crop_seed)
 
-        return tf.map_fn(one, (images, indices), fn_output_signature=images.dtype), labels
+        shape = images.shape
+        augmented = tf.map_fn(one, (images, indices), fn_output_signature=images.dtype)
+        return tf.ensure_shape(augmented, shape), labels
 
     def one_epoch(epoch):
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * n])
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), epoch_seed)
+        if shard:
+            order = order[:n // batch_size * batch_size]
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        if shard:
+            batches = batches.map(lambda i: i[shard.start:shard.stop])
         if augment:
             return batches.map(lambda i: (*gathered((x, y), i), i), num_parallel_calls=tf.data.AUTOTUNE).map(
                 lambda images, labels, i: augmented(images, labels, epoch_seed, i), num_parallel_calls=tf.data.AUTOTUNE)
@@ -74,3 +82,17 @@ def in_batches(arrays: Rows | tuple[Rows, ...], batch_size: int) -> tf.data.Data
         lambda i: gathered(parts, i) if isinstance(arrays, tuple) else gathered(parts, i)[0],
         num_parallel_calls=tf.data.AUTOTUNE)
     return prefetched(batches)
+
+
+def sharded_in_batches(arrays: tuple[Rows, Rows], batch_size: int, shard: slice) -> tf.data.Dataset:
+    """(x, y) in order as this process's slices of global batches, for validation and evaluation
+    under data-parallel processes: the last batch is filled up with rows of weight 0 (every process
+    must bring a slice of one size), which leave the accuracy as it is."""
+    n = len(arrays[0])
+    indices = tf.data.Dataset.range(-(-n // batch_size) * batch_size).batch(batch_size)
+
+    def weighted(i):
+        x, y = gathered(arrays, i % n)
+        return x, y, tf.cast(i < n, tf.float32)
+
+    return prefetched(indices.map(lambda i: weighted(i[shard.start:shard.stop]), num_parallel_calls=tf.data.AUTOTUNE))

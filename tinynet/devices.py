@@ -136,7 +136,8 @@ def make_strategy(choice: str) -> Strategy:
             raise UserError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's index")
         if tuple(int(part) for part in keras.version().split(".")[:2]) < MULTIWORKER_FIT_FIXED:
             raise UserError(f"Keras {keras.version()}'s fit() fails under MultiWorkerMirroredStrategy "
-                            "(keras-team/keras#20585); use one machine (--strategy mirrored) until a fixed release")
+                            "(keras-team/keras#20585); use one machine (--strategy mirrored), or several with "
+                            "KERAS_BACKEND=jax and --distribute (README)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if choice == "mirrored" or (choice == "auto" and gpu_count() >= 2):
         return tf.distribute.MirroredStrategy()

@@ -25,7 +25,7 @@ class ImageFiles:
 
     def __init__(self, names: Sequence[str], readers: Sequence[Reader], image_size: int, square: str):
         self.names, self.readers, self.image_size, self.square = list(names), list(readers), image_size, square
-        self.shape = (len(self.readers), image_size, image_size, 3)
+        self.shape = (len(self.readers), None, None, 3)  # a batch's size: see rows()
         self.dtype = np.dtype(np.uint8)
 
     def __len__(self) -> int:
@@ -41,12 +41,25 @@ class ImageFiles:
         else made square at image_size), or None for a file that is not a readable image."""
         return decode_all([read() for read in self.readers], self.image_size, self.square)
 
+    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The readable images at these indices, stacked as the in-memory loader stacks a set
+        (small squares of one size stay at it, for the model to resize; else all at image_size),
+        and a mask of the indices that were readable."""
+        images = self[indices].decode()
+        good = [image for image in images if image is not None]
+        stacked = (stack_images(good, self.image_size, len({image.shape for image in good}) == 1) if good
+                   else np.zeros((0, self.image_size, self.image_size, 3), self.dtype))
+        return stacked, np.array([image is not None for image in images], dtype=bool)
+
     def rows(self, indices: np.ndarray) -> np.ndarray:
-        """The images at these indices, all at image_size; an unreadable one (stage 1 skips and
-        records them) is black."""
-        blank = np.zeros(self.shape[1:], self.dtype)
-        images = [blank if image is None else image for image in self[indices].decode()]
-        return stack_images(images, self.image_size, one_shape=False)
+        """The images at these indices, as read(); an unreadable one (stage 1 skips and records
+        them) is black."""
+        stacked, readable = self.read(indices)
+        if readable.all():
+            return stacked
+        rows = np.zeros((len(readable), *stacked.shape[1:]), self.dtype)
+        rows[readable] = stacked
+        return rows
 
 
 class FeatureFile:

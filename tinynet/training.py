@@ -8,23 +8,32 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tinynet.batches import epoch_batches, in_batches
+from tinynet.batches import Rows, epoch_batches, in_batches, sharded_in_batches
+from tinynet.distributed import check_same_everywhere, local_call
 from tinynet.errors import UserError
-from tinynet.images import stack_images
 from tinynet.runfiles import save_arrays, state_dir, write_json
-from tinynet.streaming import FeatureFile, ImageFiles
+from tinynet.streaming import FeatureFile, ImageFiles, take
 
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
 PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was slower and took more memory
 STREAM_CHUNK = 1024  # images decoded at a time when streamed: 150 MB at 224 pixels
+
+
+def epoch_steps(images: int, batch_size: int, shard: slice | None = None) -> int:
+    """Steps in an epoch: the last batch may be partial, except under data-parallel processes."""
+    if shard and images < batch_size:
+        raise UserError(f"{images} training images fill no global batch of {batch_size} "
+                        "(--batch-size per device): lower --batch-size")
+    return images // batch_size if shard else math.ceil(images / batch_size)
 
 
 def steps_per_call(steps_per_epoch: int, at_most: int) -> int:
@@ -42,16 +51,26 @@ def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> ker
 
 
 def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                    batch_size: int) -> dict[str, dict[str, float]]:
+                    batch_size: int, shard: slice | None = None) -> dict[str, dict[str, float]]:
     """Loss and accuracy on validation and, once, on test."""
     return {split: {name: float(value) for name, value in model.evaluate(
-        in_batches((inputs[split], labels[split]), batch_size), verbose=0, return_dict=True).items()}
+        held_out_batches((inputs[split], labels[split]), batch_size, shard), verbose=0, return_dict=True).items()}
         for split in ("val", "test")}
 
 
-def guesses(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """The class the model ranks first for each image."""
-    return model.predict(in_batches(images, batch_size), verbose=0).argmax(1)
+def held_out_batches(arrays: tuple[Rows, Rows], batch_size: int, shard: slice | None) -> tf.data.Dataset:
+    """Validation or test batches, in order: this process's slices under data-parallel processes."""
+    return sharded_in_batches(arrays, batch_size, shard) if shard else in_batches(arrays, batch_size)
+
+
+def guesses(model: keras.Model, images: Rows, batch_size: int, shard: slice | None = None) -> np.ndarray:
+    """The class the model ranks first for each image; under data-parallel processes, each computes
+    them all itself (predict() would take its batches for slices of global ones)."""
+    if not shard:
+        return model.predict(in_batches(images, batch_size), verbose=0).argmax(1)
+    call = local_call(model)
+    return np.concatenate([call(take(images, np.arange(start, min(start + batch_size, len(images))))).argmax(1)
+                           for start in range(0, len(images), batch_size)])
 
 
 def clearly_better(guesses: np.ndarray, base_guesses: np.ndarray, labels: np.ndarray) -> bool:
@@ -64,17 +83,20 @@ def clearly_better(guesses: np.ndarray, base_guesses: np.ndarray, labels: np.nda
 
 
 def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int,
-                     progress: keras.utils.Progbar | None = None) -> np.ndarray:
+                     progress: keras.utils.Progbar | None = None,
+                     call: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """One streamed forward pass: features are written batch by batch into one preallocated array,
-    so the upscaled images never exist all at once and the output is never copied."""
+    so the upscaled images never exist all at once and the output is never copied. `call` runs a
+    batch (default: extractor.predict_on_batch)."""
     features = np.empty((len(images), *extractor.output_shape[1:]), dtype=np.float32)
     progress = progress or keras.utils.Progbar(len(images), unit_name="image")
+    call = call or extractor.predict_on_batch
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
         size = len(batch)
         if size < batch_size:  # padded: a batch of a new shape would trace the whole pass again
             batch = np.concatenate([batch, np.zeros((batch_size - size, *batch.shape[1:]), batch.dtype)])
-        features[start:start + size] = extractor.predict_on_batch(batch)[:size]
+        features[start:start + size] = call(batch)[:size]
         progress.add(size)
     return features
 
@@ -88,16 +110,13 @@ def stream_features(extractor: keras.Model, images: ImageFiles, batch_size: int,
     readable = np.zeros(len(images), dtype=bool)
     progress = keras.utils.Progbar(len(images), unit_name="image")
     with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(images[:STREAM_CHUNK].decode)
+        pending = reader.submit(images.read, np.arange(min(STREAM_CHUNK, len(images))))
         for start in range(0, len(images), STREAM_CHUNK):
-            chunk = pending.result()
-            pending = reader.submit(images[start + STREAM_CHUNK:start + 2 * STREAM_CHUNK].decode)
-            good = [image for image in chunk if image is not None]
-            readable[start:start + len(chunk)] = [image is not None for image in chunk]
-            if good:  # as in memory, small squares of one size stay at it: the model resizes them
-                batch = stack_images(good, images.image_size, one_shape=len({image.shape for image in good}) == 1)
-                features.append(extract_features(extractor, batch, batch_size, progress))
-            progress.add(len(chunk) - len(good))
+            batch, readable[start:start + STREAM_CHUNK] = pending.result()
+            pending = reader.submit(images.read, np.arange(start + STREAM_CHUNK,
+                                                           min(start + 2 * STREAM_CHUNK, len(images))))
+            features.append(extract_features(extractor, batch, batch_size, progress))
+            progress.add(int(np.sum(~readable[start:start + STREAM_CHUNK])))
     return features, readable
 
 
@@ -112,9 +131,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     fine-tuning first falls below its base, and needs time to climb back past it.
     """
 
-    def __init__(self, folder: Path, patience: int):
+    def __init__(self, folder: Path, patience: int, writes: bool = True):
         super().__init__()
-        self.folder, self.patience = folder, patience
+        self.folder, self.patience, self.writes = folder, patience, writes
         self.rows: list[dict[str, float]] = []
         self.best_accuracy, self.best_epoch, self.diverged = -1.0, 0, False
         self.best_weights: list[np.ndarray] | None = None
@@ -139,7 +158,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         return list(self.model.variables) + list(self.model.optimizer.variables)
 
     def on_train_begin(self, logs=None):
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.writes:
+            self.folder.mkdir(parents=True, exist_ok=True)
         self.start = time.perf_counter() - (self.rows[-1]["seconds"] if self.rows else 0.0)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -155,17 +175,22 @@ class RunCheckpoint(keras.callbacks.Callback):
         if logs["val_accuracy"] > self.best_accuracy:
             self.best_accuracy, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
             self.best_weights = self.model.get_weights()
-            save_arrays(self.folder / "best.npz", self.best_weights)
+            if self.writes:
+                save_arrays(self.folder / "best.npz", self.best_weights)
         if logs["val_accuracy"] > self.run_best_accuracy:
             self.run_best_accuracy, self.run_best_epoch = float(logs["val_accuracy"]), epoch + 1
+        if self.writes:
+            self.save()
+        if self.stopped_early(epoch + 1):
+            print(f"early stopping: no better validation accuracy for {self.patience} epochs")
+            self.model.stop_training = True
+
+    def save(self) -> None:
         save_arrays(self.folder / "last.npz", [keras.ops.convert_to_numpy(v) for v in self._variables()])
         write_json(self.folder / "state.json", {"rows": self.rows, "best_accuracy": self.best_accuracy,
                                                  "best_epoch": self.best_epoch,
                                                  "run_best_accuracy": self.run_best_accuracy,
                                                  "run_best_epoch": self.run_best_epoch})
-        if self.stopped_early(epoch + 1):
-            print(f"early stopping: no better validation accuracy for {self.patience} epochs")
-            self.model.stop_training = True
 
     def stopped_early(self, epochs_done: int) -> bool:
         return epochs_done > 0 and epochs_done - self.run_best_epoch >= self.patience
@@ -177,42 +202,50 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, epochs: int,
           batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None, patience: int,
-          augment: bool = False, baseline: float | None = None) -> RunCheckpoint:
+          augment: bool = False, baseline: float | None = None, shard: slice | None = None,
+          writes: bool = True) -> RunCheckpoint:
     """Fit `net` on the training split, validating each epoch; resumable from the output's state folder.
     Stops early after `patience` epochs without a better validation accuracy. With a baseline (the
     starting weights' validation accuracy), those weights are epoch 0: an epoch must beat them to
     be kept, and if none does, `net` ends with the weights it started with (best_epoch 0).
+    Data-parallel processes pass their shard; all but process 0 pass writes=False, and resume from
+    process 0's state (the copies are the same).
 
     Returns the checkpoint callback: its rows are the per-epoch history (across a resume too),
     best_epoch says which weights the model now holds, and diverged whether the loss blew up."""
-    checkpoint = RunCheckpoint(state_dir(output), patience)
+    checkpoint = RunCheckpoint(state_dir(output), patience, writes)
     checkpoint.set_model(net)
-    if not resume:
+    if not resume and writes:
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
     first_epoch = checkpoint.restore()
+    if shard:  # every process resumes from process 0's state, so it must see the same
+        check_same_everywhere(first_epoch, f"the epoch to resume after, read from {checkpoint.folder} (--resume "
+                                           "across hosts needs the output's folder on a filesystem they share)")
     if baseline is not None and checkpoint.best_weights is None:
         checkpoint.best_accuracy, checkpoint.best_weights = baseline, net.get_weights()
-        checkpoint.folder.mkdir(parents=True, exist_ok=True)
-        save_arrays(checkpoint.folder / "best.npz", checkpoint.best_weights)
+        if writes:
+            checkpoint.folder.mkdir(parents=True, exist_ok=True)
+            save_arrays(checkpoint.folder / "best.npz", checkpoint.best_weights)
     if resume:
         print(f"resuming after epoch {first_epoch}" if first_epoch else "nothing to resume: starting afresh")
     callbacks: list[keras.callbacks.Callback] = [checkpoint]
-    if log_dir:
+    if log_dir and writes:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         callbacks.append(keras.callbacks.CSVLogger(str(Path(log_dir) / "epochs.csv"), append=first_epoch > 0))
         if importlib.util.find_spec("tensorboard"):
             callbacks.append(keras.callbacks.TensorBoard(log_dir))
         else:
             print("note: tensorboard is not installed, so --log-dir gets epochs.csv only (pip install tensorboard)")
-    steps_per_epoch = math.ceil(len(inputs["train"]) / batch_size)
+    steps_per_epoch = epoch_steps(len(inputs["train"]), batch_size, shard)
     if steps_per_epoch % net.steps_per_execution:  # one stream for all epochs: a call must not cross an epoch's end
         raise ValueError(f"steps_per_execution {net.steps_per_execution} does not divide an epoch's "
                          f"{steps_per_epoch} steps; compile with steps_per_call()")
     if first_epoch < epochs and not checkpoint.stopped_early(first_epoch):
-        net.fit(epoch_batches(inputs["train"], labels["train"], batch_size, seed, first_epoch, epochs, augment),
+        net.fit(epoch_batches(inputs["train"], labels["train"], batch_size, seed, first_epoch, epochs, augment, shard),
                 epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
                 shuffle=False,  # epoch_batches shuffles, reproducibly per epoch
-                validation_data=in_batches((inputs["val"], labels["val"]), batch_size), callbacks=callbacks)
+                validation_data=held_out_batches((inputs["val"], labels["val"]), batch_size, shard),
+                callbacks=callbacks)
     else:
         checkpoint.on_train_end()
     return checkpoint
