@@ -7,8 +7,10 @@ The base is frozen, so its output for an image never changes: one forward pass c
 features of every image, and only the head trains, on those. Its kind fits the set's size: up to
 a few thousand images, a linear layer on the globally pooled features, fitted to convergence
 for several L2 penalties and the best kept on validation; on more, the blocks head, trained in
-epochs of mini-batches. Writes cifar10_lilTinyNet.h5 and its .json sidecar (settings, the data
-and its split, history, metrics, times).
+epochs of mini-batches. A folder too large for memory is streamed from its files, the features
+kept in files on disk (--stream); --distribute spreads the work over processes and hosts (Keras's
+JAX backend). Writes cifar10_lilTinyNet.h5 and its .json sidecar (settings, the data and its
+split, history, metrics, times).
 
 Expect on CIFAR-10 (2-core CPU, `python -m bench.bench_base`): test 0.8075 at alpha 0.35 in
 about 1.3x the forward pass it makes (the same model in two runs: the seed fixes it), and
@@ -37,8 +39,8 @@ from tinynet.data import (
     preprocess_data,  # noqa: F401  the original's contract: from lilTinyNet import preprocess_data
     split_data,
 )
-from tinynet.devices import add_device_args, jit_compile, saving, scaled, set_up, writes_output
-from tinynet.distributed import DataParallelRun, features_of_all
+from tinynet.devices import add_device_args, batch_slice, jit_compile, saving, scaled, set_up, writes_output
+from tinynet.distributed import features_of_all
 from tinynet.errors import UserError
 from tinynet.images import SQUARE_METHODS
 from tinynet.linear_head import MAX_IMAGES, PENALTIES, fit_linear_head
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     cli.check_output(args.output)
     strategy = set_up(args, args.seed)
     batch_size, learning_rate = scaled(strategy, args.batch_size, args.learning_rate)
-    shard = strategy.slice_of(batch_size) if isinstance(strategy, DataParallelRun) else None
+    shard = batch_slice(strategy, batch_size)  # under --distribute: this process's part of each batch
     times: dict[str, float] = {}
     started = time.perf_counter()
 

@@ -7,6 +7,7 @@ repeat), unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalizatio
 trains at a low rate, warmed up and decayed along a cosine; batch and epochs are sized so that a
 small set still gets a few hundred steps. The base itself is epoch 0: an epoch must beat its
 validation accuracy to be kept, so the output is never worse than the base on validation.
+Streams the images from their files when stage 1 did; --distribute as stage 1.
 Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar.
 
 Expect on CIFAR-10 at alpha 0.35 (2-core CPU, `python -m bench.bench_finetune`): test 0.8866 and
@@ -23,8 +24,7 @@ import numpy as np
 
 from tinynet import cli
 from tinynet.data import load_recorded_data, one_hot, split_recorded
-from tinynet.devices import add_device_args, jit_compile, saving, scaled, set_up, writes_output
-from tinynet.distributed import DataParallelRun
+from tinynet.devices import add_device_args, batch_slice, jit_compile, saving, scaled, set_up, writes_output
 from tinynet.model import (
     check_num_classes,
     compile_model,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Over several devices, the batch and rate scale with them (tinynet.devices.scaled).
     batch_size = args.batch_size or int(np.clip(len(images["train"]) // 8, MIN_BATCH, BATCH_SIZE))
     batch_size, learning_rate = scaled(strategy, batch_size, args.learning_rate)
-    shard = strategy.slice_of(batch_size) if isinstance(strategy, DataParallelRun) else None
+    shard = batch_slice(strategy, batch_size)  # under --distribute: this process's part of each batch
     steps_per_epoch = epoch_steps(len(images["train"]), batch_size, shard)
     epochs = args.epochs or max(EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
     patience = args.patience or max(8, epochs // 4)

@@ -82,6 +82,12 @@ def set_up_processes(args: argparse.Namespace, seed: int) -> DataParallelRun:
     return run
 
 
+def batch_slice(strategy: Strategy, batch_size: int) -> slice | None:
+    """This process's slice of every global batch under --distribute; None elsewhere (one process
+    takes whole batches, and a tf.distribute strategy splits them itself)."""
+    return strategy.slice_of(batch_size) if isinstance(strategy, DataParallelRun) else None
+
+
 def writes_output(strategy: Strategy) -> bool:
     """Whether this process writes the model, its sidecar and the resume state: under --distribute
     process 0 alone does (the copies are the same)."""
