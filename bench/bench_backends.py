@@ -1,23 +1,29 @@
-"""Bench the Keras backends on CIFAR-10 (alpha 0.35, 128 pixels): TensorFlow against JAX for stage 1
-and one epoch of stage 2, and data-parallel --distribute on JAX, one process against two on loopback.
+"""Bench the Keras backends: TensorFlow against JAX, and data-parallel --distribute on JAX, one
+process against two on loopback. Alpha 0.35, 128 pixels.
 
-    python -m bench.bench_backends
+    python -m bench.bench_backends stage1     # stage 1 on all of CIFAR-10, on each backend
+    python -m bench.bench_backends epoch      # one epoch of stage 2 on each backend, and --distribute
 
-Each run is a child process (its wall time and peak memory): stage 1 on each backend, then one
-epoch of stage 2 from that backend's base. Then, from the JAX base, one epoch of stage 2 under
---distribute in one process (global batch 128 on its device) and in two (64 on each, the rate
-scaled as the global batch): their histories must agree, and the ratio of their wall times is the
-cost of the all-reduce on a machine whose two cores the two processes share (no speed-up is
-possible here). Results go to bench/results/backends.json.
+`stage1` runs lilTinyNet.py on the shared CIFAR-10 copy on each backend (wall time, peak memory,
+accuracy, the feature pass's time). `epoch` works on a subset (--per-class training images of
+each class, and 100 test images each): a base on each backend, then one epoch of stage 2 from it;
+then, from the JAX base, one epoch under --distribute in one process (global batch 128 on its
+device) and in two (64 on each, the rate scaled as the global batch): their histories must agree,
+and the ratio of their wall times is the all-reduce's cost on a machine whose two cores the two
+processes share (no speed-up is possible here). A subset, because on this CPU JAX's training steps
+are so much slower that an epoch of all of CIFAR-10 takes tens of minutes.
+Each run is a child process. Results go to bench/results/backends_<part>.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +33,18 @@ from bench.common import DATA, RESULTS, ROOT, run_child, save, weights
 ALPHA = 0.35
 
 
-def stage_one(backend: str, output: Path) -> dict:
+def stage_one(backend: str, output: Path, data: Path) -> dict:
     os.environ["KERAS_BACKEND"] = backend  # the children inherit it
-    args = ["lilTinyNet.py", "--data-dir", str(DATA), "--alpha", str(ALPHA), "--weights", str(weights(ALPHA)),
+    args = ["lilTinyNet.py", "--data-dir", str(data), "--alpha", str(ALPHA), "--weights", str(weights(ALPHA)),
             "--image-size", "128", "--output", str(output)]
-    return summary(run_child(args, RESULTS / f"backends_{backend}_stage1.log"), output)
+    where = "cifar10" if data == DATA else "subset"
+    return summary(run_child(args, RESULTS / f"backends_{backend}_stage1_{where}.log"), output)
 
 
 def stage_two_epoch(backend: str, base: Path, output: Path) -> dict:
     os.environ["KERAS_BACKEND"] = backend
     args = ["lilTinyNet_finetuner.py", "--base", str(base), "--epochs", "1", "--output", str(output)]
-    return summary(run_child(args, RESULTS / f"backends_{backend}_stage2.log"), output)
+    return summary(run_child(args, RESULTS / f"backends_{backend}_stage2_subset.log"), output)
 
 
 def summary(run: dict, output: Path) -> dict:
@@ -75,19 +82,44 @@ def distributed_epoch(base: Path, output: Path, processes: int) -> dict:
             "weights_equal_across_processes": len(digests) == 1, **summary({}, output)}
 
 
+def subset(folder: Path, per_class: int) -> Path:
+    """train/<class>/ with the first per_class images of each class, test/<class>/ with 100."""
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(DATA) as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            part, class_name = Path(member.name).parts[-3:-1]
+            if counts.get((part, class_name), 0) < (per_class if part == "train" else 100):
+                counts[part, class_name] = counts.get((part, class_name), 0) + 1
+                target = folder / part / class_name / Path(member.name).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.extractfile(member).read())
+    return folder
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=("stage1", "epoch"))
+    parser.add_argument("--per-class", type=int, default=300, help="training images per class for `epoch`")
+    args = parser.parse_args()
     result: dict = {"alpha": ALPHA, "image_size": 128}
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as work:
         work = Path(work)
-        for backend in ("tensorflow", "jax"):
-            base = work / f"{backend}_base.h5"
-            result[backend] = {"stage1": stage_one(backend, base),
-                               "stage2_one_epoch": stage_two_epoch(backend, base, work / f"{backend}_tuned.h5")}
-        base = work / "jax_base.h5"
-        result["distribute"] = [distributed_epoch(base, work / f"dp{n}.h5", n) for n in (1, 2)]
-    one, two = result["distribute"]
-    result["distribute_two_over_one_wall"] = round(two["wall_seconds"] / one["wall_seconds"], 2)
-    save("backends", result)
+        if args.part == "stage1":
+            for backend in ("tensorflow", "jax"):
+                result[backend] = stage_one(backend, work / f"{backend}_base.h5", DATA)
+        else:
+            data = subset(work / "subset", args.per_class)
+            result["training_images_per_class"] = args.per_class
+            for backend in ("tensorflow", "jax"):
+                base = work / f"{backend}_base.h5"
+                result[backend] = {"stage1": stage_one(backend, base, data),
+                                   "stage2_one_epoch": stage_two_epoch(backend, base, work / f"{backend}_tuned.h5")}
+            result["distribute"] = [distributed_epoch(work / "jax_base.h5", work / f"dp{n}.h5", n) for n in (1, 2)]
+            one, two = result["distribute"]
+            result["distribute_two_over_one_wall"] = round(two["wall_seconds"] / one["wall_seconds"], 2)
+    save(f"backends_{args.part}", result)
 
 
 if __name__ == "__main__":
