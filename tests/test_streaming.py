@@ -88,6 +88,7 @@ def test_auto_streams_only_what_would_not_fit():
     assert streams(10, 32, "on") and not streams(10**7, 224, "off")
 
 
+@pytest.mark.slow  # three runs of stage 1
 def test_stage_one_streamed_trains_the_same_model_and_cleans_up(tree, weights, tmp_path, capsys):
     common = ["--data-dir", str(tree), "--alpha", "0.35", "--weights", weights, "--image-size", "32",
               "--head", "blocks", "--epochs", "2"]
