@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +22,28 @@ SHARED = Path(os.environ.get("TINYNET_SHARED", ROOT.parent / "shared"))
 SHARED_DATA = SHARED / "data" / "cifar10-jpg-q75.tar.gz"
 SHARED_WEIGHTS = SHARED / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 CLASSES = ["cat", "dog", "frog"]
+
+
+JAX_CACHE_VARIABLES = {  # every compilation cached, however quick or small
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for the whole session, empty at its start: the JAX processes the
+    tests start (xdist's workers inherit the variables) compile MobileNetV2 once for each program,
+    not once for each process, which costs 30 s or more here. Set in the process that starts the
+    workers, before it starts them; a cache the user set already is left alone."""
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    config._jax_cache = tempfile.mkdtemp(prefix="tinynet-jax-cache-")
+    os.environ.update({"JAX_COMPILATION_CACHE_DIR": config._jax_cache, **JAX_CACHE_VARIABLES})
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_jax_cache", None):
+        shutil.rmtree(config._jax_cache, ignore_errors=True)
+        for name in ("JAX_COMPILATION_CACHE_DIR", *JAX_CACHE_VARIABLES):
+            os.environ.pop(name, None)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

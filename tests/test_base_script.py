@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_main, run_script, write_image_tree
+from conftest import run_main, run_script
 
 import lilTinyNet
 
@@ -45,19 +45,6 @@ print(json.dumps([loss, accuracy]))
     test = json.loads(output.with_suffix(".json").read_text())["metrics"]["test"]
     assert accuracy == pytest.approx(test["accuracy"], abs=1e-6)
     assert loss == pytest.approx(test["loss"], rel=1e-4)
-
-
-@pytest.mark.slow
-def test_end_to_end_path_trains_the_same_kind_of_model(tmp_path, weights):
-    tree = write_image_tree(tmp_path / "tree", {"train": 20, "test": 5})
-    output = tmp_path / "e2e.h5"
-    result = run_script("lilTinyNet.py", "--data-dir", str(tree), "--alpha", "0.35", "--weights", weights,
-                        "--image-size", "32", "--epochs", "2", "--head", "gap", "--no-feature-cache",
-                        "--output", str(output))
-    assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads(output.with_suffix(".json").read_text())
-    assert info["settings"]["feature_cache"] is False and "features" not in info["times"]
-    assert info["class_names"] == ["cat", "dog", "frog"]
 
 
 def test_help_lists_the_flags(capsys):

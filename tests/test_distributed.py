@@ -56,58 +56,55 @@ def tree(tmp_path_factory) -> Path:
     return write_image_tree(tmp_path_factory.mktemp("dp") / "tree", {"train": 40, "test": 10})
 
 
-def train_both(script: str, args: list[str], rate: float) -> list[list[tuple[int, str, str]]]:
-    """The same run in one process (batch 16 on its device) and in two (8 on each): the same global
-    batch and, scaled with it, the same rate. Both at once: their CPU seconds are the same."""
-    single = launch(script, 1, *args[0], "--batch-size", "16", "--learning-rate", str(2 * rate))
-    pair = launch(script, 2, *args[1], "--batch-size", "8", "--learning-rate", str(rate))
-    return [outputs(single), outputs(pair)]
+def same_training(folders: tuple[Path, Path], name: str, single: list, pair: list) -> None:
+    """The pair ends where the single process ends: the same weights in both its processes, and the
+    history and weights the single run has."""
+    for code, _, err in single + pair:
+        assert code == 0, err[-3000:]
+    assert len(digests(pair)) == 1, "both processes end with the same weights"
+    histories = [json.loads((folder / f"{name}.json").read_text())["history"] for folder in folders]
+    for a, b in zip(*histories, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-6)
+    models = [keras.models.load_model(folder / f"{name}.h5") for folder in folders]
+    for a, b in zip(*(model.get_weights() for model in models), strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-3)  # sums in another order; a wrong rate moves weights 1e-2
 
 
-def test_two_processes_train_both_stages_as_one_does(tree, weights, tmp_path):
+def test_two_processes_train_both_stages_as_one_does_across_a_kill_and_resume(tree, weights, tmp_path):
+    """Each stage in one process (batch 16 on its device) and in two (8 on each): the same global
+    batch and, scaled with it, the same rate; one and two run at once (their CPU seconds are the
+    same). Stage 1's pair loses process 1 after an epoch: process 0 fails in one line, and the pair
+    started again with --resume ends where the single process ends (one run checks both)."""
     folders = tmp_path / "one", tmp_path / "two"
     for folder in folders:
         folder.mkdir()
-    stages = {"m": ("lilTinyNet.py", 1e-4, lambda folder: [
-                  "--data-dir", str(tree), "--alpha", "0.35", "--weights", weights, "--image-size", "32",
-                  "--head", "blocks", "--epochs", "2", "--output", str(folder / "m.h5")]),
-              "f": ("lilTinyNet_finetuner.py", 1e-3, lambda folder: [
-                  "--base", str(folder / "m.h5"), "--epochs", "2", "--unfreeze", "block_15", "--patience", "10",
-                  "--output", str(folder / "f.h5")])}
-    for name, (script, rate, args) in stages.items():
-        single, pair = train_both(script, [args(folder) for folder in folders], rate)
-        for code, _, err in single + pair:
-            assert code == 0, err[-3000:]
-        assert len(digests(pair)) == 1, "both processes end with the same weights"
-        histories = [json.loads((folder / f"{name}.json").read_text())["history"] for folder in folders]
-        for a, b in zip(*histories, strict=True):
-            assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-6)
-        models = [keras.models.load_model(folder / f"{name}.h5") for folder in folders]
-        for a, b in zip(*(model.get_weights() for model in models), strict=True):
-            np.testing.assert_allclose(b, a, atol=1e-3)  # sums in another order; a wrong rate moves weights 1e-2
-    assert sorted(p.name for p in folders[1].iterdir()) == ["f.h5", "f.json", "m.h5", "m.json"], \
-        "process 0 alone writes, and no resume state is left"
-
-
-def test_a_killed_process_fails_the_run_in_one_line_and_resume_continues(tree, weights, tmp_path):
-    args = ["lilTinyNet.py", 2, "--data-dir", str(tree), "--alpha", "0.35", "--weights", weights,
-            "--image-size", "32", "--head", "blocks", "--epochs", "6", "--patience", "20", "--batch-size", "8",
-            "--learning-rate", "1e-4", "--output", str(tmp_path / "m.h5")]
-    runs = launch(*args)
-    state = tmp_path / "m.state" / "state.json"
-    deadline = time.monotonic() + 300
+    stage_1 = ["--data-dir", str(tree), "--alpha", "0.35", "--weights", weights, "--image-size", "32",
+               "--head", "blocks", "--epochs", "6", "--patience", "20"]
+    single = launch("lilTinyNet.py", 1, *stage_1, "--batch-size", "16", "--learning-rate", "2e-4",
+                    "--output", str(folders[0] / "m.h5"))
+    pair_args = [*stage_1, "--batch-size", "8", "--learning-rate", "1e-4", "--output", str(folders[1] / "m.h5")]
+    pair = launch("lilTinyNet.py", 2, *pair_args)
+    state = folders[1] / "m.state" / "state.json"
+    deadline = time.monotonic() + 600
     while not (state.exists() and json.loads(state.read_text())["rows"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    runs[1].send_signal(signal.SIGKILL)
-    code, _, err = outputs(runs[:1], timeout=120)[0]
+        time.sleep(0.05)
+    pair[1].send_signal(signal.SIGKILL)
+    code, _, err = outputs(pair[:1], timeout=120)[0]
     assert code != 0
     assert err.strip().splitlines()[-1].startswith("error: process 0: another process of the run stopped"), err[-2000:]
     done = len(json.loads(state.read_text())["rows"])
     assert 1 <= done < 6
+    resumed = outputs(launch("lilTinyNet.py", 2, *pair_args, "--resume"))
+    same_training(folders, "m", outputs(single), resumed)
+    assert all(f"resuming after epoch {done}" in out for _, out, _ in resumed)
+    assert len(json.loads((folders[1] / "m.json").read_text())["history"]) == 6
 
-    resumed = outputs(launch(*args, "--resume"))
-    for code, out, err in resumed:
-        assert code == 0, err[-3000:]
-        assert f"resuming after epoch {done}" in out
-    assert len(digests(resumed)) == 1
-    assert len(json.loads((tmp_path / "m.json").read_text())["history"]) == 6
+    def stage_2(folder: Path) -> list[str]:
+        return ["--base", str(folder / "m.h5"), "--epochs", "2", "--unfreeze", "block_15", "--patience", "10",
+                "--output", str(folder / "f.h5")]
+
+    single = launch("lilTinyNet_finetuner.py", 1, *stage_2(folders[0]), "--batch-size", "16", "--learning-rate", "2e-3")
+    pair = launch("lilTinyNet_finetuner.py", 2, *stage_2(folders[1]), "--batch-size", "8", "--learning-rate", "1e-3")
+    same_training(folders, "f", outputs(single), outputs(pair))
+    assert sorted(p.name for p in folders[1].iterdir()) == ["f.h5", "f.json", "m.h5", "m.json"], \
+        "process 0 alone writes, and no resume state is left"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_main, run_script
 
+import lilTinyNet
 import lilTinyNet_finetuner
 from tinynet.batches import epoch_batches
 from tinynet.errors import UserError
@@ -167,14 +168,18 @@ def test_a_gain_on_validation_counts_only_beyond_chance():
 
 
 @pytest.mark.slow
-def test_a_random_weights_base_fine_tunes_and_reloads_in_a_fresh_process(tiny_tree, tmp_path):
+def test_an_end_to_end_random_weights_base_fine_tunes_and_reloads_in_a_fresh_process(tiny_tree, tmp_path, capsys):
+    """Stage 1 without the feature cache (the end-to-end path trains the same kind of model) and
+    from random weights, then stage 2 on it, then the result evaluated afresh in another process."""
     base, tuned = tmp_path / "base.h5", tmp_path / "tuned.h5"
-    made = run_script("lilTinyNet.py", "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",
-                      "--image-size", "32", "--epochs", "1", "--head", "gap", "--output", str(base))
-    assert made.returncode == 0, made.stderr[-3000:]
-    result = run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "1",
-                        "--unfreeze", "block_16", "--batch-size", "64")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_main(lilTinyNet.main, "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",
+                    "--image-size", "32", "--epochs", "2", "--head", "gap", "--no-feature-cache",
+                    "--output", str(base)) == 0, capsys.readouterr().err
+    info = json.loads(base.with_suffix(".json").read_text())
+    assert info["settings"]["feature_cache"] is False and "features" not in info["times"]
+    assert info["class_names"] == ["cat", "dog", "frog"] and len(info["history"]) == 2
+    assert run_main(lilTinyNet_finetuner.main, "--base", str(base), "--output", str(tuned), "--epochs", "1",
+                    "--unfreeze", "block_16", "--batch-size", "64") == 0, capsys.readouterr().err
     code = f"""
 import json, keras
 from lilTinyNet import preprocess_data
