@@ -2,6 +2,7 @@
 
     python -m bench.bench_own_data                   # every dataset below
     python -m bench.bench_own_data --only flowers5 grey5
+    python -m bench.bench_own_data --only flowers5 --seeds 0 1 2 3 4
 
 For each dataset, both stages with their defaults (only --alpha 0.35 and the shared weights
 given), and a logistic regression (scikit-learn) on the same base's globally pooled features at
@@ -9,7 +10,9 @@ the same image size and split, its C tuned on the validation split: test accurac
 The datasets are built in a temporary folder from the shared CIFAR-10 JPEGs and flowers5, each
 in a different layout and container. Then, on flowers5, the same regression for each way of
 making a photo square and for three image sizes: what chose --square's and --image-size's
-defaults for photos. Results go to bench/results/own_data.json.
+defaults for photos. Results go to bench/results/own_data.json; with several --seeds (each a
+different carved validation split, head and shuffling), every dataset runs once per seed and the
+results, with their means, go to own_data_seeds.json.
 """
 
 from __future__ import annotations
@@ -131,16 +134,17 @@ def photo_settings() -> list[dict]:
     return rows
 
 
-def bench(name: str, source: Path, work: Path) -> dict:
-    base, tuned = work / f"{name}.h5", work / f"{name}_finetuned.h5"
+def bench(name: str, source: Path, work: Path, seed: int = 0, tag: str = "") -> dict:
+    run = name + tag
+    base, tuned = work / f"{run}.h5", work / f"{run}_finetuned.h5"
     first = run_child(["lilTinyNet.py", "--data-dir", str(source), "--alpha", "0.35", "--weights", str(WEIGHTS),
-                       "--output", str(base)], RESULTS / "own_data" / f"{name}_base.log")
+                       "--seed", str(seed), "--output", str(base)], RESULTS / "own_data" / f"{run}_base.log")
     second = run_child(["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned)],
-                       RESULTS / "own_data" / f"{name}_finetune.log")
+                       RESULTS / "own_data" / f"{run}_finetune.log")
     stage1, stage2 = (json.loads(path.with_suffix(".json").read_text()) for path in (base, tuned))
     record = stage1["data"]
     row = {
-        "dataset": name, "layout": record["layout"], "classes": len(stage1["class_names"]),
+        "dataset": name, "seed": seed, "layout": record["layout"], "classes": len(stage1["class_names"]),
         **{split: record[split] for split in ("train", "val", "test")}, "image_size": record["image_size"],
         "head": stage1["head"], "penalty": stage1.get("penalty"),
         "stage1": {"test_accuracy": round(stage1["metrics"]["test"]["accuracy"], 4),
@@ -157,6 +161,8 @@ def bench(name: str, source: Path, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=DATASETS, default=DATASETS, help="these datasets only")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="run each dataset once per seed (lilTinyNet.py --seed): its split, head and shuffling")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,12 +176,32 @@ def main() -> None:
         if "flowers5-large" in args.only:
             sources["flowers5-large"] = write_large_flowers(work / "flowers5-large.zip")
         for name in args.only:
-            rows.append(bench(name, sources[name], work))
+            rows += [bench(name, sources[name], work, seed, f"_seed{seed}" if len(args.seeds) > 1 else "")
+                     for seed in args.seeds]
+    if len(args.seeds) > 1:
+        save("own_data_seeds", {"seeds": args.seeds, "alpha": 0.35, "means": seed_means(rows), "datasets": rows})
+        return
     result = {"datasets": rows, "heads": dict(Counter(row["head"] for row in rows)), "alpha": 0.35,
               "aims": aims(rows)}
     save("own_data", result)
     if "flowers5" in args.only:
         save("own_data", {**result, "flowers5_square_and_size": photo_settings()})
+
+
+def seed_means(rows: list[dict]) -> dict:
+    """Per dataset, over its seeds: the mean and standard deviation of each test accuracy and of
+    stage 2's gain over stage 1, and on how many seeds stage 2 kept a fine-tuned epoch."""
+    means = {}
+    for name in dict.fromkeys(row["dataset"] for row in rows):
+        runs = [row for row in rows if row["dataset"] == name]
+        values = {"stage1": [row["stage1"]["test_accuracy"] for row in runs],
+                  "stage2": [row["stage2"]["test_accuracy"] for row in runs],
+                  "logistic_regression": [row["logistic_regression"]["test_accuracy"] for row in runs]}
+        values["stage2_minus_stage1"] = list(np.subtract(values["stage2"], values["stage1"]))
+        means[name] = {key: {"mean": round(float(np.mean(v)), 4), "sd": round(float(np.std(v, ddof=1)), 4)}
+                       for key, v in values.items()}
+        means[name]["fine_tuned_kept"] = sum(row["stage2"]["best_epoch"] > 0 for row in runs)
+    return means
 
 
 def aims(rows: list[dict]) -> dict:
