@@ -3,6 +3,7 @@
     python -m bench.bench_own_data                   # every dataset below
     python -m bench.bench_own_data --only flowers5 grey5
     python -m bench.bench_own_data --only flowers5 --seeds 0 1 2 3 4
+    python -m bench.bench_own_data --only flowers5 --seeds 0 1 2 3 4 --finetune "--unfreeze block_13"
 
 For each dataset, both stages with their defaults (only --alpha 0.35 and the shared weights
 given), and a logistic regression (scikit-learn) on the same base's globally pooled features at
@@ -12,7 +13,8 @@ in a different layout and container. Then, on flowers5, the same regression for 
 making a photo square and for three image sizes: what chose --square's and --image-size's
 defaults for photos. Results go to bench/results/own_data.json; with several --seeds (each a
 different carved validation split, head and shuffling), every dataset runs once per seed and the
-results, with their means, go to own_data_seeds.json.
+results, with their means, go to own_data_seeds.json. --finetune tries a stage-2 recipe: its
+flags are given to lilTinyNet_finetuner.py, and the results go to own_data_seeds_<flags>.json.
 """
 
 from __future__ import annotations
@@ -134,12 +136,12 @@ def photo_settings() -> list[dict]:
     return rows
 
 
-def bench(name: str, source: Path, work: Path, seed: int = 0, tag: str = "") -> dict:
+def bench(name: str, source: Path, work: Path, seed: int = 0, tag: str = "", finetune: tuple[str, ...] = ()) -> dict:
     run = name + tag
     base, tuned = work / f"{run}.h5", work / f"{run}_finetuned.h5"
     first = run_child(["lilTinyNet.py", "--data-dir", str(source), "--alpha", "0.35", "--weights", str(WEIGHTS),
                        "--seed", str(seed), "--output", str(base)], RESULTS / "own_data" / f"{run}_base.log")
-    second = run_child(["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned)],
+    second = run_child(["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), *finetune],
                        RESULTS / "own_data" / f"{run}_finetune.log")
     stage1, stage2 = (json.loads(path.with_suffix(".json").read_text()) for path in (base, tuned))
     record = stage1["data"]
@@ -163,7 +165,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=DATASETS, default=DATASETS, help="these datasets only")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="run each dataset once per seed (lilTinyNet.py --seed): its split, head and shuffling")
+    parser.add_argument("--finetune", default="", metavar="FLAGS",
+                        help='more flags for lilTinyNet_finetuner.py, a stage-2 recipe to try: "--unfreeze block_13"')
     args = parser.parse_args()
+    finetune = tuple(args.finetune.split())
+    recipe = "".join(f"_{flag.strip('-')}" for flag in finetune)  # names its runs' logs and results
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -176,10 +182,11 @@ def main() -> None:
         if "flowers5-large" in args.only:
             sources["flowers5-large"] = write_large_flowers(work / "flowers5-large.zip")
         for name in args.only:
-            rows += [bench(name, sources[name], work, seed, f"_seed{seed}" if len(args.seeds) > 1 else "")
-                     for seed in args.seeds]
-    if len(args.seeds) > 1:
-        save("own_data_seeds", {"seeds": args.seeds, "alpha": 0.35, "means": seed_means(rows), "datasets": rows})
+            rows += [bench(name, sources[name], work, seed, (f"_seed{seed}" if len(args.seeds) > 1 else "") + recipe,
+                           finetune) for seed in args.seeds]
+    if len(args.seeds) > 1 or finetune:
+        save(f"own_data_seeds{recipe}", {"seeds": args.seeds, "alpha": 0.35, "finetune": finetune,
+                                         "means": seed_means(rows), "datasets": rows})
         return
     result = {"datasets": rows, "heads": dict(Counter(row["head"] for row in rows)), "alpha": 0.35,
               "aims": aims(rows)}
