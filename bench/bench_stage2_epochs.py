@@ -7,7 +7,8 @@ For each seed, stage 1 with its defaults (as bench_own_data runs it), then lilTi
 through its whole schedule (--patience past its epochs) in a fresh process, with every epoch's
 weights kept; then each epoch's accuracy and cross-entropy on validation and test, epoch 0 being
 the base. From these, the test accuracy that each way of choosing the epoch returns:
-- kit: what the finetuner returned (best validation accuracy, kept only beyond chance);
+- kit: what the finetuner returned (best validation accuracy, kept only beyond chance), with no
+  early stopping;
 - last: the end of the schedule, whatever validation says;
 - val_loss: the lowest validation cross-entropy;
 - val_loss_no_worse: the same among epochs whose validation accuracy is at least the base's.
