@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import DATA, RESULTS, SHARED, WEIGHTS, run_child, save
+from bench.common import DATA, RESULTS, SHARED, WEIGHTS, flags_tag, run_child, save
 
 FLOWERS = SHARED / "data" / "flowers5.tar.gz"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -169,7 +169,7 @@ def main() -> None:
                         help='more flags for lilTinyNet_finetuner.py, a stage-2 recipe to try: "--unfreeze block_13"')
     args = parser.parse_args()
     finetune = tuple(args.finetune.split())
-    recipe = "".join(f"_{flag.strip('-')}" for flag in finetune)  # names its runs' logs and results
+    recipe = flags_tag(finetune)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_own_data import FLOWERS
-from bench.common import RESULTS, WEIGHTS, in_fresh_process, run_child, save
+from bench.common import RESULTS, WEIGHTS, flags_tag, in_fresh_process, run_child, save
 
 RULES = ("kit", "last", "val_loss", "val_loss_no_worse")
 
@@ -103,9 +103,9 @@ def main() -> None:
     tests = {rule: [run["test_accuracy"][rule] for run in runs] for rule in RULES}
     means = {rule: {"test_accuracy": round(float(np.mean(test)), 4),
                     "minus_stage1": round(float(np.mean(np.subtract(test, base))), 4)} for rule, test in tests.items()}
-    recipe = "".join(f"_{flag.strip('-')}" for flag in finetune)
-    save(f"stage2_epochs{recipe}", {"dataset": "flowers5", "alpha": 0.35, "seeds": args.seeds, "finetune": finetune,
-                                    "stage1_test_accuracy": base, "means": means, "runs": runs})
+    save(f"stage2_epochs{flags_tag(finetune)}", {"dataset": "flowers5", "alpha": 0.35, "seeds": args.seeds,
+                                                 "finetune": finetune, "stage1_test_accuracy": base,
+                                                 "means": means, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +65,11 @@ def _contract_accuracy(model_path: str, data_path: str) -> dict:
     loss, accuracy = keras.models.load_model(model_path).evaluate(*preprocess_data(test.images, test.labels),
                                                                   batch_size=128, verbose=0)
     return {"loss": loss, "accuracy": accuracy}
+
+
+def flags_tag(flags: Sequence[str]) -> str:
+    """Extra flags as a name for a run's logs and results: "--unfreeze block_13" -> "_unfreeze_block_13"."""
+    return "".join(f"_{flag.strip('-')}" for flag in flags)
 
 
 def save(name: str, result: dict) -> Path:
