@@ -136,11 +136,16 @@ def photo_settings() -> list[dict]:
     return rows
 
 
+def run_stage1(source: Path, seed: int, output: Path, log: Path) -> dict:
+    """lilTinyNet.py with its defaults, only --alpha 0.35 and the shared weights given."""
+    return run_child(["lilTinyNet.py", "--data-dir", str(source), "--alpha", "0.35", "--weights", str(WEIGHTS),
+                      "--seed", str(seed), "--output", str(output)], log)
+
+
 def bench(name: str, source: Path, work: Path, seed: int = 0, tag: str = "", finetune: tuple[str, ...] = ()) -> dict:
     run = name + tag
     base, tuned = work / f"{run}.h5", work / f"{run}_finetuned.h5"
-    first = run_child(["lilTinyNet.py", "--data-dir", str(source), "--alpha", "0.35", "--weights", str(WEIGHTS),
-                       "--seed", str(seed), "--output", str(base)], RESULTS / "own_data" / f"{run}_base.log")
+    first = run_stage1(source, seed, base, RESULTS / "own_data" / f"{run}_base.log")
     second = run_child(["lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), *finetune],
                        RESULTS / "own_data" / f"{run}_finetune.log")
     stage1, stage2 = (json.loads(path.with_suffix(".json").read_text()) for path in (base, tuned))

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_own_data import FLOWERS
-from bench.common import RESULTS, WEIGHTS, flags_tag, in_fresh_process, run_child, save
+from bench.bench_own_data import FLOWERS, run_stage1
+from bench.common import RESULTS, flags_tag, in_fresh_process, save
 
 RULES = ("kit", "last", "val_loss", "val_loss_no_worse")
 
@@ -79,8 +79,7 @@ def chosen(rows: list[dict], kit_epoch: int) -> dict[str, int]:
 def bench(seed: int, work: Path, finetune: list[str]) -> dict:
     base, tuned = work / f"seed{seed}.h5", work / f"seed{seed}_finetuned.h5"
     logs = RESULTS / "stage2_epochs"
-    run_child(["lilTinyNet.py", "--data-dir", str(FLOWERS), "--alpha", "0.35", "--weights", str(WEIGHTS),
-               "--seed", str(seed), "--output", str(base)], logs / f"seed{seed}_base.log")
+    run_stage1(FLOWERS, seed, base, logs / f"seed{seed}_base.log")
     rows = in_fresh_process(every_epoch, str(base), str(tuned), finetune)
     kit_epoch = json.loads(tuned.with_suffix(".json").read_text())["best_epoch"]
     epochs = chosen(rows, kit_epoch)
