@@ -178,14 +178,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        members = cifar_members()
-        sources = {name: write_cifar_subset(work / name, members, *CIFAR_SUBSETS[name])
-                   for name in args.only if name in CIFAR_SUBSETS}
-        sources["flowers5"] = FLOWERS  # as it ships: train/ and val/ under one top folder, in a .tar.gz
-        if "grey5" in args.only:
-            sources["grey5"] = write_grey(work / "grey5", members)
-        if "flowers5-large" in args.only:
-            sources["flowers5-large"] = write_large_flowers(work / "flowers5-large.zip")
+        sources = write_sources(args.only, work)
         for name in args.only:
             rows += [bench(name, sources[name], work, seed, (f"_seed{seed}" if len(args.seeds) > 1 else "") + recipe,
                            finetune) for seed in args.seeds]
@@ -198,6 +191,19 @@ def main() -> None:
     save("own_data", result)
     if "flowers5" in args.only:
         save("own_data", {**result, "flowers5_square_and_size": photo_settings()})
+
+
+def write_sources(names: list[str], work: Path) -> dict[str, Path]:
+    """Each named dataset built in `work`, as a path to give lilTinyNet.py --data-dir."""
+    members = cifar_members() if set(names) - {"flowers5", "flowers5-large"} else {}
+    sources = {name: write_cifar_subset(work / name, members, *CIFAR_SUBSETS[name])
+               for name in names if name in CIFAR_SUBSETS}
+    sources["flowers5"] = FLOWERS  # as it ships: train/ and val/ under one top folder, in a .tar.gz
+    if "grey5" in names:
+        sources["grey5"] = write_grey(work / "grey5", members)
+    if "flowers5-large" in names:
+        sources["flowers5-large"] = write_large_flowers(work / "flowers5-large.zip")
+    return sources
 
 
 def seed_means(rows: list[dict]) -> dict:

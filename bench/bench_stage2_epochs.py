@@ -1,18 +1,22 @@
-"""Which epoch should stage 2 return on a small set? Every epoch's test accuracy on flowers5.
+"""Which epoch should stage 2 return? Every epoch's test accuracy, on flowers5 or another set.
 
-    python -m bench.bench_stage2_epochs                                  # seeds 0 to 4
+    python -m bench.bench_stage2_epochs                                  # flowers5, seeds 0 to 4
     python -m bench.bench_stage2_epochs --seeds 0 --finetune "--unfreeze block_13"
+    python -m bench.bench_stage2_epochs --only cifar10x50 grey5 --seeds 0 1 2
+    python -m bench.bench_stage2_epochs --only cifar10 --seeds 0           # all of CIFAR-10, about 1.5 h
 
-For each seed, stage 1 with its defaults (as bench_own_data runs it), then lilTinyNet_finetuner.py
+For each dataset (bench_own_data's, or cifar10: the whole shared set) and seed, stage 1 with its
+defaults (as bench_own_data runs it), then lilTinyNet_finetuner.py
 through its whole schedule (--patience past its epochs) in a fresh process, with every epoch's
 weights kept; then each epoch's accuracy and cross-entropy on validation and test, epoch 0 being
 the base. From these, the test accuracy that each way of choosing the epoch returns:
-- kit: what the finetuner returned (best validation accuracy, kept only beyond chance), with no
-  early stopping;
+- kit: what the finetuner returned, with no early stopping;
 - last: the end of the schedule, whatever validation says;
 - val_loss: the lowest validation cross-entropy;
-- val_loss_no_worse: the same among epochs whose validation accuracy is at least the base's.
-Results go to bench/results/stage2_epochs[_<flags>].json.
+- val_loss_no_worse: the same among epochs whose validation accuracy is at least the base's;
+- best_latest: the best validation accuracy, a tie going to the later epoch, the base only when
+  every epoch is below it.
+Results go to bench/results/stage2_epochs_<dataset>[_<flags>].json.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_own_data import FLOWERS, run_stage1
-from bench.common import RESULTS, flags_tag, in_fresh_process, save
+from bench.bench_own_data import DATASETS, run_stage1, write_sources
+from bench.common import DATA, RESULTS, flags_tag, in_fresh_process, save
 
-RULES = ("kit", "last", "val_loss", "val_loss_no_worse")
+RULES = ("kit", "last", "val_loss", "val_loss_no_worse", "best_latest")
 
 
 def every_epoch(base: str, output: str, finetune: list[str]) -> list[dict]:
@@ -73,13 +77,14 @@ def chosen(rows: list[dict], kit_epoch: int) -> dict[str, int]:
     no_worse = [epoch for epoch, row in enumerate(rows) if row["val_accuracy"] >= rows[0]["val_accuracy"]]
     return {"kit": kit_epoch, "last": len(rows) - 1,
             "val_loss": min(range(len(rows)), key=lambda epoch: rows[epoch]["val_loss"]),
-            "val_loss_no_worse": min(no_worse, key=lambda epoch: rows[epoch]["val_loss"])}
+            "val_loss_no_worse": min(no_worse, key=lambda epoch: rows[epoch]["val_loss"]),
+            "best_latest": max(range(1, len(rows)), key=lambda epoch: (rows[epoch]["val_accuracy"], epoch))
+            if len(no_worse) > 1 else 0}
 
 
-def bench(seed: int, work: Path, finetune: list[str]) -> dict:
-    base, tuned = work / f"seed{seed}.h5", work / f"seed{seed}_finetuned.h5"
-    logs = RESULTS / "stage2_epochs"
-    run_stage1(FLOWERS, seed, base, logs / f"seed{seed}_base.log")
+def bench(name: str, source: Path, seed: int, work: Path, finetune: list[str]) -> dict:
+    base, tuned = work / f"{name}_seed{seed}.h5", work / f"{name}_seed{seed}_finetuned.h5"
+    run_stage1(source, seed, base, RESULTS / "stage2_epochs" / f"{name}_seed{seed}_base.log")
     rows = in_fresh_process(every_epoch, str(base), str(tuned), finetune)
     kit_epoch = json.loads(tuned.with_suffix(".json").read_text())["best_epoch"]
     epochs = chosen(rows, kit_epoch)
@@ -91,20 +96,28 @@ def bench(seed: int, work: Path, finetune: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=[*DATASETS, "cifar10"], default=["flowers5"],
+                        help="these datasets (default flowers5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4],
                         help="lilTinyNet.py --seed of each run")
     parser.add_argument("--finetune", default="", metavar="FLAGS", help="more flags for lilTinyNet_finetuner.py")
     args = parser.parse_args()
     finetune = args.finetune.split()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [bench(seed, Path(tmp), finetune) for seed in args.seeds]
+        sources = {**write_sources([name for name in args.only if name != "cifar10"], Path(tmp)), "cifar10": DATA}
+        for name in args.only:
+            runs = [bench(name, sources[name], seed, Path(tmp), finetune) for seed in args.seeds]
+            save(f"stage2_epochs_{name}{flags_tag(finetune)}", summary(name, runs, args.seeds, finetune))
+
+
+def summary(name: str, runs: list[dict], seeds: list[int], finetune: list[str]) -> dict:
+    """The runs of one dataset, with each rule's mean test accuracy and its gain over stage 1."""
     base = [run["epochs"][0]["test_accuracy"] for run in runs]
     tests = {rule: [run["test_accuracy"][rule] for run in runs] for rule in RULES}
     means = {rule: {"test_accuracy": round(float(np.mean(test)), 4),
                     "minus_stage1": round(float(np.mean(np.subtract(test, base))), 4)} for rule, test in tests.items()}
-    save(f"stage2_epochs{flags_tag(finetune)}", {"dataset": "flowers5", "alpha": 0.35, "seeds": args.seeds,
-                                                 "finetune": finetune, "stage1_test_accuracy": base,
-                                                 "means": means, "runs": runs})
+    return {"dataset": name, "alpha": 0.35, "seeds": seeds, "finetune": finetune, "stage1_test_accuracy": base,
+            "means": means, "runs": runs}
 
 
 if __name__ == "__main__":
