@@ -6,16 +6,17 @@
     python -m bench.bench_stage2_epochs --only cifar10 --seeds 0           # all of CIFAR-10, about 1.5 h
 
 For each dataset (bench_own_data's, or cifar10: the whole shared set) and seed, stage 1 with its
-defaults (as bench_own_data runs it), then lilTinyNet_finetuner.py
-through its whole schedule (--patience past its epochs) in a fresh process, with every epoch's
-weights kept; then each epoch's accuracy and cross-entropy on validation and test, epoch 0 being
-the base. From these, the test accuracy that each way of choosing the epoch returns:
-- kit: what the finetuner returned, with no early stopping;
+defaults (as bench_own_data runs it), then lilTinyNet_finetuner.py through its whole schedule in a
+fresh process, with every epoch's weights kept; then each epoch's accuracy and cross-entropy on
+validation and test, epoch 0 being the base. From these, the test accuracy that each way of choosing the epoch returns:
+- kit: what the finetuner returned;
 - last: the end of the schedule, whatever validation says;
 - val_loss: the lowest validation cross-entropy;
 - val_loss_no_worse: the same among epochs whose validation accuracy is at least the base's;
 - best_latest: the best validation accuracy, a tie going to the later epoch, the base only when
-  every epoch is below it.
+  every epoch is below it;
+- accuracy_then_loss: the best validation accuracy, a tie going to the lower validation loss, the
+  base included (the kit's rule since it replaced a sign test: "kit" in runs of earlier code).
 Results go to bench/results/stage2_epochs_<dataset>[_<flags>].json.
 """
 
@@ -31,7 +32,7 @@ import numpy as np
 from bench.bench_own_data import DATASETS, run_stage1, write_sources
 from bench.common import DATA, RESULTS, flags_tag, in_fresh_process, save
 
-RULES = ("kit", "last", "val_loss", "val_loss_no_worse", "best_latest")
+RULES = ("kit", "last", "val_loss", "val_loss_no_worse", "best_latest", "accuracy_then_loss")
 
 
 def every_epoch(base: str, output: str, finetune: list[str]) -> list[dict]:
@@ -50,7 +51,7 @@ def every_epoch(base: str, output: str, finetune: list[str]) -> list[dict]:
         end_of_epoch(self, epoch, logs)
 
     RunCheckpoint.on_epoch_end = keeping
-    lilTinyNet_finetuner.main(["--base", base, "--output", output, "--patience", "1000", *finetune])
+    lilTinyNet_finetuner.main(["--base", base, "--output", output, *finetune])
     data, splits = load_recorded(read_sidecar(base)["data"])
     model = load_saved_model(base)
     rows = [scores(model, splits)]
@@ -79,7 +80,9 @@ def chosen(rows: list[dict], kit_epoch: int) -> dict[str, int]:
             "val_loss": min(range(len(rows)), key=lambda epoch: rows[epoch]["val_loss"]),
             "val_loss_no_worse": min(no_worse, key=lambda epoch: rows[epoch]["val_loss"]),
             "best_latest": max(range(1, len(rows)), key=lambda epoch: (rows[epoch]["val_accuracy"], epoch))
-            if len(no_worse) > 1 else 0}
+            if len(no_worse) > 1 else 0,
+            "accuracy_then_loss": max(range(len(rows)), key=lambda epoch: (rows[epoch]["val_accuracy"],
+                                                                            -rows[epoch]["val_loss"]))}
 
 
 def bench(name: str, source: Path, seed: int, work: Path, finetune: list[str]) -> dict:

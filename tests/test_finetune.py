@@ -4,6 +4,7 @@ augmentation touches training images only, and the output reloads cleanly."""
 from __future__ import annotations
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ import lilTinyNet_finetuner
 from tinynet.batches import epoch_batches
 from tinynet.errors import UserError
 from tinynet.model import first_trainable_layer
-from tinynet.training import clearly_better, steps_per_call, train
+from tinynet.training import better, steps_per_call, train
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +132,10 @@ def test_many_steps_per_call_end_each_epoch_where_its_batches_end():
     assert not np.allclose(weights_at_epoch_ends(5)[0], expected[0])  # the trap is real
 
 
-def test_a_baseline_no_epoch_beats_keeps_the_starting_weights_and_patience_counts_from_the_run(tmp_path):
-    """Validation labels no model can fit (half of each input's copies labelled each way) cap
-    validation accuracy at 0.5: with a baseline of 0.5 no epoch is kept, and the run still trains
-    until its own best is `patience` epochs old, not `patience` epochs after the baseline."""
+def tiny_run(tmp_path, baseline: tuple[float, float]):
+    """A Dense layer trained 6 epochs with patience 2 on validation labels no model can fit (half
+    of each input's copies labelled each way): validation accuracy is 0.5 in every epoch, and its
+    loss at least ln 2. Returns the run, the starting weights and the weights it ends with."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 3)).astype("float32")
     y = np.eye(2, dtype="float32")[rng.integers(0, 2, 32)]
@@ -144,27 +145,34 @@ def test_a_baseline_no_epoch_beats_keeps_the_starting_weights_and_patience_count
     net.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
     start = net.get_weights()
     run = train(net, {"train": x, "val": x_val}, {"train": y, "val": y_val}, epochs=6, batch_size=8, seed=0,
-                output=tmp_path / "m.h5", resume=False, log_dir=None, patience=2, baseline=0.5)
-    assert run.best_epoch == 0 and len(run.rows) == 3, "epoch 1 is the run's best: it stops after epoch 3"
+                output=tmp_path / "m.h5", resume=False, log_dir=None, patience=2, baseline=baseline)
     assert all(row["val_accuracy"] == 0.5 for row in run.rows)
-    for before, after in zip(start, net.get_weights(), strict=True):
+    return run, start, net.get_weights()
+
+
+def test_a_baseline_no_epoch_beats_keeps_the_starting_weights_and_patience_counts_from_the_run(tmp_path):
+    """A baseline of accuracy 0.5 at loss ln 2 cannot be beaten: no epoch is kept, and the run still
+    trains until its own best is `patience` epochs old, not `patience` epochs after the baseline."""
+    run, start, end = tiny_run(tmp_path, (0.5, math.log(2)))
+    run_best = 1  # the run's own best: the lowest validation loss so far, accuracy being 0.5 throughout
+    for epoch, row in enumerate(run.rows, 1):
+        run_best = epoch if row["val_loss"] < run.rows[run_best - 1]["val_loss"] else run_best
+        if epoch - run_best >= 2:
+            break
+    assert run.best_epoch == 0 and len(run.rows) == epoch >= 3
+    for before, after in zip(start, end, strict=True):
         np.testing.assert_array_equal(after, before)
 
 
-def test_a_gain_on_validation_counts_only_beyond_chance():
-    labels = np.zeros(20, int)
-    base = np.array([0] * 10 + [1] * 10)  # right on the first ten
-
-    def tuned(gained: int, lost: int) -> np.ndarray:
-        guesses = base.copy()
-        guesses[10:10 + gained] = 0  # newly right
-        guesses[:lost] = 1  # newly wrong
-        return guesses
-
-    assert not clearly_better(base, base, labels)
-    assert not clearly_better(tuned(3, 1), base, labels), "+2 of 4 changed images: a coin does that"
-    assert clearly_better(tuned(2, 0), base, labels) and clearly_better(tuned(8, 2), base, labels)
-    assert not clearly_better(tuned(0, 3), base, labels)
+def test_of_epochs_equal_in_accuracy_the_lowest_validation_loss_is_kept(tmp_path):
+    """Equal accuracy is common on a small validation set: the tie goes to the lower loss, the
+    baseline's included."""
+    run, start, end = tiny_run(tmp_path, (0.5, 100.0))
+    losses = [row["val_loss"] for row in run.rows]
+    assert len(set(losses)) == len(losses) and run.best_epoch == int(np.argmin(losses)) + 1
+    assert not np.allclose(end[0], start[0])
+    assert better((0.6, 9.0), (0.5, 0.1)) and better((0.5, 0.2), (0.5, 0.3))
+    assert not better((0.5, 0.3), (0.5, 0.3)) and not better((0.4, 0.0), (0.5, 0.3))
 
 
 @pytest.mark.slow

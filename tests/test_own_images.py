@@ -60,12 +60,13 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(photos, weights, tmp_path_factory):
-    """Stage 1 with its defaults, then stage 2 for two epochs, then megaTest, as a user runs them."""
+    """Stage 1 with its defaults, then stage 2 for two epochs at a rate far too high, then megaTest."""
     folder = tmp_path_factory.mktemp("run")
     base, tuned, mega = folder / "base.h5", folder / "tuned.h5", folder / "mega.json"
     runs = [run_script("lilTinyNet.py", "--data-dir", str(photos), "--alpha", "0.35", "--weights", weights,
                        "--output", str(base)),
-            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "2"),
+            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "2",
+                       "--learning-rate", "10"),
             run_script("megaTest.py", "--models", str(base), str(tuned), "--json", str(mega))]
     for result in runs:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -87,7 +88,8 @@ def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
 
 
 def test_stage_two_hands_back_the_base_when_it_cannot_beat_it(trained):
-    """The base is perfect on validation, so no epoch can beat it: the output is the base's weights."""
+    """The base is perfect on validation, and fine-tuning at a rate that wrecks the features cannot
+    beat it: the output is the base's weights."""
     base, tuned, _, (_, second, _) = trained
     info = json.loads(tuned.with_suffix(".json").read_text())
     assert info["base_val_accuracy"] == 1.0 and info["best_epoch"] == 0 and len(info["history"]) == 2

@@ -143,7 +143,8 @@ def add_training_args(parser: argparse.ArgumentParser, title: str, *, epochs: st
     group.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_help)
     group.add_argument("--learning-rate", type=positive_float, default=learning_rate, help=rate_help)
     group.add_argument("--patience", type=positive_int, default=None,
-                       help=f"stop after this many epochs without a better validation accuracy; default {patience}")
+                       help=f"stop after this many epochs without a better validation accuracy (or an equal one and a "
+                            f"lower loss); default {patience}")
 
 
 def add_output_args(parser: argparse.ArgumentParser, output: str) -> None:

@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from tinynet.batches import Rows, epoch_batches, in_batches, sharded_in_batches
-from tinynet.distributed import check_same_everywhere, local_call
+from tinynet.distributed import check_same_everywhere
 from tinynet.errors import UserError
 from tinynet.runfiles import save_arrays, state_dir, write_json
-from tinynet.streaming import FeatureFile, ImageFiles, take
+from tinynet.streaming import FeatureFile, ImageFiles
 
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
 PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was slower and took more memory
@@ -51,35 +51,17 @@ def cosine_schedule(peak: float, total_steps: int, warmup_steps: int = 0) -> ker
 
 
 def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                    batch_size: int, shard: slice | None = None) -> dict[str, dict[str, float]]:
-    """Loss and accuracy on validation and, once, on test."""
+                    batch_size: int, shard: slice | None = None, splits: tuple[str, ...] = ("val", "test")
+                    ) -> dict[str, dict[str, float]]:
+    """Loss and accuracy on validation and, once, on test, in the batches fit() validates in."""
     return {split: {name: float(value) for name, value in model.evaluate(
         held_out_batches((inputs[split], labels[split]), batch_size, shard), verbose=0, return_dict=True).items()}
-        for split in ("val", "test")}
+        for split in splits}
 
 
 def held_out_batches(arrays: tuple[Rows, Rows], batch_size: int, shard: slice | None) -> tf.data.Dataset:
     """Validation or test batches, in order: this process's slices under data-parallel processes."""
     return sharded_in_batches(arrays, batch_size, shard) if shard else in_batches(arrays, batch_size)
-
-
-def guesses(model: keras.Model, images: Rows, batch_size: int, shard: slice | None = None) -> np.ndarray:
-    """The class the model ranks first for each image; under data-parallel processes, each computes
-    them all itself (predict() would take its batches for slices of global ones)."""
-    if not shard:
-        return model.predict(in_batches(images, batch_size), verbose=0).argmax(1)
-    call = local_call(model)
-    return np.concatenate([call(take(images, np.arange(start, min(start + batch_size, len(images))))).argmax(1)
-                           for start in range(0, len(images), batch_size)])
-
-
-def clearly_better(guesses: np.ndarray, base_guesses: np.ndarray, labels: np.ndarray) -> bool:
-    """Whether `guesses` beat `base_guesses` by more than chance: of the images exactly one of the
-    two gets right (n), the first must get more than n/2 + sqrt(n)/2, one standard deviation
-    above what a coin would give, a paired sign test."""
-    right, base_right = guesses == labels, base_guesses == labels
-    gained, lost = int(np.sum(right & ~base_right)), int(np.sum(base_right & ~right))
-    return gained - lost > np.sqrt(gained + lost)
 
 
 def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int,
@@ -127,6 +109,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     and its optimizer (Dropout's random state and Adam's moments included), the epoch history and
     the early-stopping bookkeeping; `restore()` picks a run up from there. A NaN or infinite loss
     stops training at once. At the end the best epoch's weights are put back into the model.
+    The best epoch has the highest validation accuracy, and of equals the lowest validation loss:
+    a small set's accuracy moves in steps of one image, and ties are common.
     Patience counts from the best epoch the run itself trained, not from a baseline it was given:
     fine-tuning first falls below its base, and needs time to climb back past it.
     """
@@ -135,17 +119,17 @@ class RunCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder, self.patience, self.writes = folder, patience, writes
         self.rows: list[dict[str, float]] = []
-        self.best_accuracy, self.best_epoch, self.diverged = -1.0, 0, False
+        self.best, self.best_epoch, self.diverged = (-1.0, math.inf), 0, False  # (accuracy, loss) on validation
         self.best_weights: list[np.ndarray] | None = None
-        self.run_best_accuracy, self.run_best_epoch = -1.0, 0  # the best among trained epochs
+        self.run_best, self.run_best_epoch = (-1.0, math.inf), 0  # the best among trained epochs
 
     def restore(self) -> int:
         """Load the saved state into the model; return the first epoch still to run (0: none saved)."""
         if not (self.folder / "state.json").exists():
             return 0
         state = json.loads((self.folder / "state.json").read_text())
-        self.rows, self.best_accuracy, self.best_epoch = state["rows"], state["best_accuracy"], state["best_epoch"]
-        self.run_best_accuracy, self.run_best_epoch = state["run_best_accuracy"], state["run_best_epoch"]
+        self.rows, self.best, self.best_epoch = state["rows"], tuple(state["best"]), state["best_epoch"]
+        self.run_best, self.run_best_epoch = tuple(state["run_best"]), state["run_best_epoch"]
         self.model.optimizer.build(self.model.trainable_variables)
         with np.load(self.folder / "last.npz") as last:
             for variable, value in zip(self._variables(), last.values(), strict=True):
@@ -172,25 +156,24 @@ class RunCheckpoint(keras.callbacks.Callback):
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                           "learning_rate": learning_rate, "seconds": round(time.perf_counter() - self.start, 2)})
-        if logs["val_accuracy"] > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
+        scores = float(logs["val_accuracy"]), float(logs["val_loss"])
+        if better(scores, self.best):
+            self.best, self.best_epoch = scores, epoch + 1
             self.best_weights = self.model.get_weights()
             if self.writes:
                 save_arrays(self.folder / "best.npz", self.best_weights)
-        if logs["val_accuracy"] > self.run_best_accuracy:
-            self.run_best_accuracy, self.run_best_epoch = float(logs["val_accuracy"]), epoch + 1
+        if better(scores, self.run_best):
+            self.run_best, self.run_best_epoch = scores, epoch + 1
         if self.writes:
             self.save()
         if self.stopped_early(epoch + 1):
-            print(f"early stopping: no better validation accuracy for {self.patience} epochs")
+            print(f"early stopping: no better epoch on validation for {self.patience} epochs")
             self.model.stop_training = True
 
     def save(self) -> None:
         save_arrays(self.folder / "last.npz", [keras.ops.convert_to_numpy(v) for v in self._variables()])
-        write_json(self.folder / "state.json", {"rows": self.rows, "best_accuracy": self.best_accuracy,
-                                                 "best_epoch": self.best_epoch,
-                                                 "run_best_accuracy": self.run_best_accuracy,
-                                                 "run_best_epoch": self.run_best_epoch})
+        write_json(self.folder / "state.json", {"rows": self.rows, "best": self.best, "best_epoch": self.best_epoch,
+                                                 "run_best": self.run_best, "run_best_epoch": self.run_best_epoch})
 
     def stopped_early(self, epochs_done: int) -> bool:
         return epochs_done > 0 and epochs_done - self.run_best_epoch >= self.patience
@@ -200,13 +183,18 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+def better(scores: tuple[float, float], than: tuple[float, float]) -> bool:
+    """Whether (accuracy, loss) on validation beat `than`: higher accuracy, or equal and lower loss."""
+    return scores[0] > than[0] or (scores[0] == than[0] and scores[1] < than[1])
+
+
 def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, epochs: int,
           batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None, patience: int,
-          augment: bool = False, baseline: float | None = None, shard: slice | None = None,
+          augment: bool = False, baseline: tuple[float, float] | None = None, shard: slice | None = None,
           writes: bool = True) -> RunCheckpoint:
     """Fit `net` on the training split, validating each epoch; resumable from the output's state folder.
-    Stops early after `patience` epochs without a better validation accuracy. With a baseline (the
-    starting weights' validation accuracy), those weights are epoch 0: an epoch must beat them to
+    Stops early after `patience` epochs without a better epoch. With a baseline (the starting
+    weights' validation accuracy and loss), those weights are epoch 0: an epoch must beat them to
     be kept, and if none does, `net` ends with the weights it started with (best_epoch 0).
     Data-parallel processes pass their shard; all but process 0 pass writes=False, and resume from
     process 0's state (the copies are the same).
@@ -222,7 +210,7 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
         check_same_everywhere(first_epoch, f"the epoch to resume after, read from {checkpoint.folder} (--resume "
                                            "across hosts needs the output's folder on a filesystem they share)")
     if baseline is not None and checkpoint.best_weights is None:
-        checkpoint.best_accuracy, checkpoint.best_weights = baseline, net.get_weights()
+        checkpoint.best, checkpoint.best_weights = baseline, net.get_weights()
         if writes:
             checkpoint.folder.mkdir(parents=True, exist_ok=True)
             save_arrays(checkpoint.folder / "best.npz", checkpoint.best_weights)
