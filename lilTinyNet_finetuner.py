@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
     patience = args.patience or epochs
     total_steps = epochs * steps_per_epoch
     warmup = max(steps_per_epoch, total_steps // 30)
-    print(f"schedule: up to {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, "
-          f"{warmup} steps of warm-up, patience {patience}")
+    stopping = f"patience {patience}" if patience < epochs else "no early stopping"
+    print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, "
+          f"{warmup} steps of warm-up, {stopping}")
 
     # Epoch 0 is the base itself: a fine-tuned epoch must beat it on validation to be kept.
     base_val = evaluate_splits(model, images, labels, batch_size, shard, splits=("val",))["val"]
