@@ -56,9 +56,10 @@ def tree(tmp_path_factory) -> Path:
     return write_image_tree(tmp_path_factory.mktemp("dp") / "tree", {"train": 40, "test": 10})
 
 
-def same_training(folders: tuple[Path, Path], name: str, single: list, pair: list) -> None:
+def same_training(folders: tuple[Path, Path], name: str, single: list, pair: list, atol: float = 1e-3) -> None:
     """The pair ends where the single process ends: the same weights in both its processes, and the
-    history and weights the single run has."""
+    history and weights the single run has, within `atol` (sums run in another order; a wrong rate
+    moves weights by 1e-2)."""
     for code, _, err in single + pair:
         assert code == 0, err[-3000:]
     assert len(digests(pair)) == 1, "both processes end with the same weights"
@@ -67,7 +68,7 @@ def same_training(folders: tuple[Path, Path], name: str, single: list, pair: lis
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-3, abs=1e-6)
     models = [keras.models.load_model(folder / f"{name}.h5") for folder in folders]
     for a, b in zip(*(model.get_weights() for model in models), strict=True):
-        np.testing.assert_allclose(b, a, atol=1e-3)  # sums in another order; a wrong rate moves weights 1e-2
+        np.testing.assert_allclose(b, a, atol=atol)
 
 
 def test_two_processes_train_both_stages_as_one_does_across_a_kill_and_resume(tree, weights, tmp_path):
@@ -105,6 +106,8 @@ def test_two_processes_train_both_stages_as_one_does_across_a_kill_and_resume(tr
 
     single = launch("lilTinyNet_finetuner.py", 1, *stage_2(folders[0]), "--batch-size", "16", "--learning-rate", "2e-3")
     pair = launch("lilTinyNet_finetuner.py", 2, *stage_2(folders[1]), "--batch-size", "8", "--learning-rate", "1e-3")
-    same_training(folders, "f", outputs(single), outputs(pair))
+    # Stage 2's Adam steps of up to 2e-3 turn a gradient's last bits into 1e-3 on a few weights.
+    same_training(folders, "f", outputs(single), outputs(pair), atol=3e-3)
+    assert json.loads((folders[1] / "f.json").read_text())["best_epoch"] == 2, "fine-tuned weights are compared"
     assert sorted(p.name for p in folders[1].iterdir()) == ["f.h5", "f.json", "m.h5", "m.json"], \
         "process 0 alone writes, and no resume state is left"
