@@ -8,7 +8,8 @@
 For each dataset (bench_own_data's, or cifar10: the whole shared set) and seed, stage 1 with its
 defaults (as bench_own_data runs it), then lilTinyNet_finetuner.py through its whole schedule in a
 fresh process, with every epoch's weights kept; then each epoch's accuracy and cross-entropy on
-validation and test, epoch 0 being the base. From these, the test accuracy that each way of choosing the epoch returns:
+validation and test, epoch 0 being the base. From these, the test accuracy that each way of
+choosing the epoch returns:
 - kit: what the finetuner returned;
 - last: the end of the schedule, whatever validation says;
 - val_loss: the lowest validation cross-entropy;
