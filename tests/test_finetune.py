@@ -201,3 +201,25 @@ print(json.dumps(model.evaluate(*preprocess_data(test.images, test.labels, 3), v
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     recorded = json.loads(tuned.with_suffix(".json").read_text())["metrics"]["test"]
     assert json.loads(fresh.stdout.strip().splitlines()[-1])["accuracy"] == pytest.approx(recorded["accuracy"])
+
+
+def test_resuming_a_run_of_an_older_version_or_another_model_is_one_line_not_a_traceback(tmp_path):
+    """state.json of an older version (other keys), or saved variables of another model, end in a
+    UserError telling to start afresh: zip(strict=True) or a KeyError would be a traceback."""
+    tiny_run(tmp_path, (0.5, 100.0))
+    state = tmp_path / "m.state" / "state.json"
+    saved = state.read_text()
+    wider = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, activation="softmax")])
+    wider.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.zeros((8, 3), "float32"), np.eye(3, dtype="float32")[[0, 1, 2, 0, 1, 2, 0, 1]]
+    def resume():
+        train(wider, {"train": x, "val": x}, {"train": y, "val": y}, epochs=2, batch_size=8, seed=0,
+              output=tmp_path / "m.h5", resume=True, log_dir=None, patience=2)
+
+    with pytest.raises(UserError, match="another model"):
+        resume()
+    old = json.loads(saved)
+    old["best_accuracy"], old["run_best_accuracy"] = old.pop("best")[0], old.pop("run_best")[0]
+    state.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="older lilTinyNet"):
+        resume()

@@ -102,6 +102,9 @@ def stream_features(extractor: keras.Model, images: ImageFiles, batch_size: int,
     return features, readable
 
 
+STATE_KEYS = {"rows", "best", "best_epoch", "run_best", "run_best_epoch"}  # state.json, as save() writes it
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Early stopping with the best weights kept, made resumable.
 
@@ -128,12 +131,18 @@ class RunCheckpoint(keras.callbacks.Callback):
         if not (self.folder / "state.json").exists():
             return 0
         state = json.loads((self.folder / "state.json").read_text())
+        afresh = f"run again without --resume to start afresh (the folder {self.folder} is then replaced)"
+        if not STATE_KEYS <= state.keys():
+            raise UserError(f"the run to resume was saved by an older lilTinyNet: {afresh}")
         self.rows, self.best, self.best_epoch = state["rows"], tuple(state["best"]), state["best_epoch"]
         self.run_best, self.run_best_epoch = tuple(state["run_best"]), state["run_best_epoch"]
         self.model.optimizer.build(self.model.trainable_variables)
         with np.load(self.folder / "last.npz") as last:
-            for variable, value in zip(self._variables(), last.values(), strict=True):
-                variable.assign(value)
+            saved = [last[name] for name in last.files]
+        if [value.shape for value in saved] != [tuple(variable.shape) for variable in self._variables()]:
+            raise UserError(f"the run to resume trained another model (other flags or data): {afresh}")
+        for variable, value in zip(self._variables(), saved, strict=True):
+            variable.assign(value)
         with np.load(self.folder / "best.npz") as best:
             self.best_weights = list(best.values())
         return len(self.rows)
