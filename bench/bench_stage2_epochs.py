@@ -1,6 +1,6 @@
 """Which epoch should stage 2 return? Every epoch's test accuracy, on flowers5 or another set.
 
-    python -m bench.bench_stage2_epochs                                  # flowers5, seeds 0 to 4
+    python -m bench.bench_stage2_epochs                                  # flowers5, seeds 0 to 9
     python -m bench.bench_stage2_epochs --seeds 0 --finetune "--unfreeze block_13"
     python -m bench.bench_stage2_epochs --only cifar10x50 grey5 --seeds 0 1 2
     python -m bench.bench_stage2_epochs --only cifar10 --seeds 0           # all of CIFAR-10, about 1.5 h
@@ -18,6 +18,8 @@ choosing the epoch returns:
   every epoch is below it;
 - accuracy_then_loss: the best validation accuracy, a tie going to the lower validation loss, the
   base included (the kit's rule since it replaced a sign test: "kit" in runs of earlier code).
+And weights no single epoch has ("mixes"), scored the same way: the average of the last quarter or
+half of the epochs, and the base interpolated with the last epoch or with that average.
 Results go to bench/results/stage2_epochs_<dataset>[_<flags>].json.
 """
 
@@ -55,12 +57,41 @@ def every_epoch(base: str, output: str, finetune: list[str]) -> list[dict]:
     lilTinyNet_finetuner.main(["--base", base, "--output", output, *finetune])
     data, splits = load_recorded(read_sidecar(base)["data"])
     model = load_saved_model(base)
-    rows = [scores(model, splits)]
+    kept.insert(0, {variable.path: variable.numpy() for variable in model.weights})
+    rows = []
     for weights in kept:
-        for variable in model.weights:
-            variable.assign(weights[variable.path])
+        set_weights(model, weights)
         rows.append(scores(model, splits))
-    return rows
+    mixed = {}
+    for name, weights in mixes(kept).items():
+        set_weights(model, weights)
+        mixed[name] = scores(model, splits)
+    return rows, mixed
+
+
+def mixes(kept: list[dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Weights made from several epochs' (kept[0] the base): averages of the last epochs, and the
+    base interpolated with the last epoch or with an average. BatchNormalization is frozen, so its
+    statistics are the same in every epoch, and no mix needs them recomputed."""
+    def combined(weights: list[dict[str, np.ndarray]], shares: list[float]) -> dict[str, np.ndarray]:
+        return {path: sum(share * w[path] for share, w in zip(shares, weights, strict=True))
+                if np.issubdtype(value.dtype, np.floating) else value for path, value in weights[-1].items()}
+
+    def average(count: int) -> dict[str, np.ndarray]:
+        return combined(kept[-count:], [1 / count] * count)
+
+    epochs = len(kept) - 1
+    quarter, half = average(max(2, epochs // 4)), average(epochs // 2)
+    result = {"average_last_quarter": quarter, "average_last_half": half}
+    for share in (0.25, 0.5, 0.75):  # the fine-tuned weights' share
+        result[f"base_last_{share}"] = combined([kept[0], kept[-1]], [1 - share, share])
+        result[f"base_quarter_{share}"] = combined([kept[0], quarter], [1 - share, share])
+    return result
+
+
+def set_weights(model, weights: dict[str, np.ndarray]) -> None:
+    for variable in model.weights:
+        variable.assign(weights[variable.path])
 
 
 def scores(model, splits) -> dict:
@@ -89,12 +120,12 @@ def chosen(rows: list[dict], kit_epoch: int) -> dict[str, int]:
 def bench(name: str, source: Path, seed: int, work: Path, finetune: list[str]) -> dict:
     base, tuned = work / f"{name}_seed{seed}.h5", work / f"{name}_seed{seed}_finetuned.h5"
     run_stage1(source, seed, base, RESULTS / "stage2_epochs" / f"{name}_seed{seed}_base.log")
-    rows = in_fresh_process(every_epoch, str(base), str(tuned), finetune)
+    rows, mixed = in_fresh_process(every_epoch, str(base), str(tuned), finetune)
     kit_epoch = json.loads(tuned.with_suffix(".json").read_text())["best_epoch"]
     epochs = chosen(rows, kit_epoch)
-    result = {"seed": seed, "epochs": rows, "chosen": epochs,
+    result = {"seed": seed, "epochs": rows, "chosen": epochs, "mixes": mixed,
               "test_accuracy": {rule: rows[epoch]["test_accuracy"] for rule, epoch in epochs.items()}}
-    print(json.dumps({key: result[key] for key in ("seed", "chosen", "test_accuracy")}), flush=True)
+    print(json.dumps({key: result[key] for key in ("seed", "chosen", "test_accuracy", "mixes")}), flush=True)
     return result
 
 
@@ -102,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=[*DATASETS, "cifar10"], default=["flowers5"],
                         help="these datasets (default flowers5)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4],
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)),
                         help="lilTinyNet.py --seed of each run")
     parser.add_argument("--finetune", default="", metavar="FLAGS", help="more flags for lilTinyNet_finetuner.py")
     args = parser.parse_args()
@@ -118,10 +149,23 @@ def summary(name: str, runs: list[dict], seeds: list[int], finetune: list[str]) 
     """The runs of one dataset, with each rule's mean test accuracy and its gain over stage 1."""
     base = [run["epochs"][0]["test_accuracy"] for run in runs]
     tests = {rule: [run["test_accuracy"][rule] for run in runs] for rule in RULES}
+    tests |= {mix: [run["mixes"][mix]["test_accuracy"] for run in runs] for mix in runs[0]["mixes"]}
     means = {rule: {"test_accuracy": round(float(np.mean(test)), 4),
                     "minus_stage1": round(float(np.mean(np.subtract(test, base))), 4)} for rule, test in tests.items()}
+    gains = {split: last_quarter_gain(runs, split) for split in ("val", "test")}
     return {"dataset": name, "alpha": 0.35, "seeds": seeds, "finetune": finetune, "stage1_test_accuracy": base,
-            "means": means, "runs": runs}
+            "means": means, "last_quarter_gain": gains, "runs": runs}
+
+
+def last_quarter_gain(runs: list[dict], split: str) -> float:
+    """The accuracy of the last quarter of the epochs minus the base's, averaged over epochs and
+    seeds: what fine-tuning brings, with less of one epoch's noise, on validation or on test."""
+    gains = []
+    for run in runs:
+        rows = run["epochs"]
+        tail = rows[len(rows) - (len(rows) - 1) // 4:]
+        gains.append(np.mean([row[f"{split}_accuracy"] for row in tail]) - rows[0][f"{split}_accuracy"])
+    return round(float(np.mean(gains)), 4)
 
 
 if __name__ == "__main__":
