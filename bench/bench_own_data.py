@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import DATA, RESULTS, SHARED, WEIGHTS, flags_tag, run_child, save
+from bench.common import DATA, RESULTS, SHARED, WEIGHTS, flags_tag, run_child, save, weights
 
 FLOWERS = SHARED / "data" / "flowers5.tar.gz"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -136,10 +136,10 @@ def photo_settings() -> list[dict]:
     return rows
 
 
-def run_stage1(source: Path, seed: int, output: Path, log: Path) -> dict:
-    """lilTinyNet.py with its defaults, only --alpha 0.35 and the shared weights given."""
-    return run_child(["lilTinyNet.py", "--data-dir", str(source), "--alpha", "0.35", "--weights", str(WEIGHTS),
-                      "--seed", str(seed), "--output", str(output)], log)
+def run_stage1(source: Path, seed: int, output: Path, log: Path, alpha: float = 0.35) -> dict:
+    """lilTinyNet.py with its defaults, only --alpha (0.35 unless given) and the shared weights given."""
+    return run_child(["lilTinyNet.py", "--data-dir", str(source), "--alpha", str(alpha), "--weights",
+                      str(weights(alpha)), "--seed", str(seed), "--output", str(output)], log)
 
 
 def bench(name: str, source: Path, work: Path, seed: int = 0, tag: str = "", finetune: tuple[str, ...] = ()) -> dict:

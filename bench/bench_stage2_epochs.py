@@ -4,6 +4,7 @@
     python -m bench.bench_stage2_epochs --seeds 0 --finetune "--unfreeze block_13"
     python -m bench.bench_stage2_epochs --only cifar10x50 grey5 --seeds 0 1 2
     python -m bench.bench_stage2_epochs --only cifar10 --seeds 0           # all of CIFAR-10, about 1.5 h
+    python -m bench.bench_stage2_epochs --alpha 1.0 --seeds 0 1 2           # the users' default width
 
 For each dataset (bench_own_data's, or cifar10: the whole shared set) and seed, stage 1 with its
 defaults (as bench_own_data runs it), then lilTinyNet_finetuner.py through its whole schedule in a
@@ -20,7 +21,7 @@ choosing the epoch returns:
   base included (the kit's rule since it replaced a sign test: "kit" in runs of earlier code).
 And weights no single epoch has ("mixes"), scored the same way: the average of the last quarter or
 half of the epochs, and the base interpolated with the last epoch or with that average.
-Results go to bench/results/stage2_epochs_<dataset>[_<flags>].json.
+Results go to bench/results/stage2_epochs_<dataset>[_alpha1.0][_<flags>].json.
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ def chosen(rows: list[dict], kit_epoch: int) -> dict[str, int]:
                                                                             -rows[epoch]["val_loss"]))}
 
 
-def bench(name: str, source: Path, seed: int, work: Path, finetune: list[str]) -> dict:
+def bench(name: str, source: Path, seed: int, work: Path, finetune: list[str], alpha: float) -> dict:
     base, tuned = work / f"{name}_seed{seed}.h5", work / f"{name}_seed{seed}_finetuned.h5"
-    run_stage1(source, seed, base, RESULTS / "stage2_epochs" / f"{name}_seed{seed}_base.log")
+    run_stage1(source, seed, base, RESULTS / "stage2_epochs" / f"{name}_seed{seed}_base.log", alpha)
     rows, mixed = in_fresh_process(every_epoch, str(base), str(tuned), finetune)
     kit_epoch = json.loads(tuned.with_suffix(".json").read_text())["best_epoch"]
     epochs = chosen(rows, kit_epoch)
@@ -136,16 +137,19 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)),
                         help="lilTinyNet.py --seed of each run")
     parser.add_argument("--finetune", default="", metavar="FLAGS", help="more flags for lilTinyNet_finetuner.py")
+    parser.add_argument("--alpha", type=float, choices=(0.35, 1.0), default=0.35,
+                        help="MobileNetV2's width (the shared weights of 1.0 are rebuilt: see ../shared/README.md)")
     args = parser.parse_args()
     finetune = args.finetune.split()
     with tempfile.TemporaryDirectory() as tmp:
         sources = {**write_sources([name for name in args.only if name != "cifar10"], Path(tmp)), "cifar10": DATA}
         for name in args.only:
-            runs = [bench(name, sources[name], seed, Path(tmp), finetune) for seed in args.seeds]
-            save(f"stage2_epochs_{name}{flags_tag(finetune)}", summary(name, runs, args.seeds, finetune))
+            runs = [bench(name, sources[name], seed, Path(tmp), finetune, args.alpha) for seed in args.seeds]
+            width = "" if args.alpha == 0.35 else f"_alpha{args.alpha}"
+            save(f"stage2_epochs_{name}{width}{flags_tag(finetune)}", summary(name, runs, finetune, args.alpha))
 
 
-def summary(name: str, runs: list[dict], seeds: list[int], finetune: list[str]) -> dict:
+def summary(name: str, runs: list[dict], finetune: list[str], alpha: float = 0.35) -> dict:
     """The runs of one dataset, with each rule's mean test accuracy and its gain over stage 1."""
     base = [run["epochs"][0]["test_accuracy"] for run in runs]
     tests = {rule: [run["test_accuracy"][rule] for run in runs] for rule in RULES}
@@ -153,8 +157,8 @@ def summary(name: str, runs: list[dict], seeds: list[int], finetune: list[str]) 
     means = {rule: {"test_accuracy": round(float(np.mean(test)), 4),
                     "minus_stage1": round(float(np.mean(np.subtract(test, base))), 4)} for rule, test in tests.items()}
     gains = {split: last_quarter_gain(runs, split) for split in ("val", "test")}
-    return {"dataset": name, "alpha": 0.35, "seeds": seeds, "finetune": finetune, "stage1_test_accuracy": base,
-            "means": means, "last_quarter_gain": gains, "runs": runs}
+    return {"dataset": name, "alpha": alpha, "seeds": [run["seed"] for run in runs], "finetune": finetune,
+            "stage1_test_accuracy": base, "means": means, "last_quarter_gain": gains, "runs": runs}
 
 
 def last_quarter_gain(runs: list[dict], split: str) -> float:
