@@ -15,7 +15,7 @@ split, history, metrics, times).
 Expect on CIFAR-10 (2-core CPU, `python -m bench.bench_base`): test 0.8075 at alpha 0.35 in
 about 1.3x the forward pass it makes (the same model in two runs: the seed fixes it), and
 0.8347 at alpha 1.0 (rebuilt ImageNet weights, two runs) in 4.6 minutes. On 270 flower photos:
-0.92 (`python -m bench.bench_own_data`, one run per dataset; eight datasets in README.md).
+0.88 over ten seeds, 0.84 to 0.92 (`python -m bench.bench_stage2_epochs`; eight datasets in README.md).
 """
 
 from __future__ import annotations
