@@ -39,8 +39,8 @@ from bench.common import DATA, RESULTS, flags_tag, in_fresh_process, save
 RULES = ("kit", "last", "val_loss", "val_loss_no_worse", "best_latest", "accuracy_then_loss")
 
 
-def every_epoch(base: str, output: str, finetune: list[str]) -> list[dict]:
-    """Stage 2 run to the end of its schedule; each epoch's scores, epoch 0 the base."""
+def every_epoch(base: str, output: str, finetune: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """Stage 2 run to the end of its schedule; each epoch's scores, epoch 0 the base, and each mix's."""
     import lilTinyNet_finetuner
     from tinynet.data import load_recorded
     from tinynet.model import load_saved_model

@@ -212,6 +212,7 @@ def test_resuming_a_run_of_an_older_version_or_another_model_is_one_line_not_a_t
     wider = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, activation="softmax")])
     wider.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
     x, y = np.zeros((8, 3), "float32"), np.eye(3, dtype="float32")[[0, 1, 2, 0, 1, 2, 0, 1]]
+
     def resume():
         train(wider, {"train": x, "val": x}, {"train": y, "val": y}, epochs=2, batch_size=8, seed=0,
               output=tmp_path / "m.h5", resume=True, log_dir=None, patience=2)
