@@ -102,7 +102,7 @@ def stream_features(extractor: keras.Model, images: ImageFiles, batch_size: int,
     return features, readable
 
 
-STATE_KEYS = {"rows", "best", "best_epoch", "run_best", "run_best_epoch"}  # state.json, as save() writes it
+STATE_KEYS = ("rows", "best", "best_epoch", "run_best", "run_best_epoch")  # state.json: these attributes
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -132,7 +132,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             return 0
         state = json.loads((self.folder / "state.json").read_text())
         afresh = f"run again without --resume to start afresh (the folder {self.folder} is then replaced)"
-        if not STATE_KEYS <= state.keys():
+        if not state.keys() >= set(STATE_KEYS):
             raise UserError(f"the run to resume was saved by an older lilTinyNet: {afresh}")
         self.rows, self.best, self.best_epoch = state["rows"], tuple(state["best"]), state["best_epoch"]
         self.run_best, self.run_best_epoch = tuple(state["run_best"]), state["run_best_epoch"]
@@ -181,8 +181,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def save(self) -> None:
         save_arrays(self.folder / "last.npz", [keras.ops.convert_to_numpy(v) for v in self._variables()])
-        write_json(self.folder / "state.json", {"rows": self.rows, "best": self.best, "best_epoch": self.best_epoch,
-                                                 "run_best": self.run_best, "run_best_epoch": self.run_best_epoch})
+        write_json(self.folder / "state.json", {key: getattr(self, key) for key in STATE_KEYS})
 
     def stopped_early(self, epochs_done: int) -> bool:
         return epochs_done > 0 and epochs_done - self.run_best_epoch >= self.patience
