@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from tinynet import cli
+from tinynet.batches import AUGMENTATIONS, default_augmentation
 from tinynet.data import load_recorded_data, one_hot, split_recorded
 from tinynet.devices import add_device_args, batch_slice, jit_compile, saving, scaled, set_up, writes_output
 from tinynet.model import (
@@ -36,6 +37,7 @@ from tinynet.model import (
     unfreeze,
 )
 from tinynet.runfiles import check_free_space, finish, read_sidecar, space_needed
+from tinynet.streaming import take
 from tinynet.training import (
     cosine_schedule,
     epoch_steps,
@@ -60,6 +62,10 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--unfreeze", default="block_3",
                        help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
                             "Conv_1 (the last conv only; --head gap or original) or all")
+    group.add_argument("--augment", choices=("auto", *AUGMENTATIONS), default="auto",
+                       help="flip each training image, then shift: move it by up to 1/8 of its size; crop: zoom into "
+                            "a random window of 1/4 to all of it. Default auto: crop for photos, shift for small "
+                            "images the model upscales")
     cli.add_training_args(
         parser, "training",
         epochs=f"{EPOCHS}, more on a small set so that training takes at least {MIN_STEPS} steps",
@@ -94,7 +100,10 @@ def main(argv: list[str] | None = None) -> dict:
     check_free_space(args.output, space_needed(model))
     images = splits.images
     labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
-    print(f"data: {len(images['train'])} train (augmented), {len(images['val'])} validation, "
+    augment = args.augment
+    if augment == "auto":  # photos are held at the model's input size, small images below it
+        augment = default_augmentation(take(images["train"], np.arange(1)).shape[1], data.image_size)
+    print(f"data: {len(images['train'])} train (augmented: flip and {augment}), {len(images['val'])} validation, "
           f"{len(images['test'])} test images from {data.source}")
 
     # Batches, epochs and warm-up sized to the set: a small one still gets a few hundred steps.
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(times, "train"):
         run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
                     output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
-                    augment=True, baseline=(base_val["accuracy"], base_val["loss"]), shard=shard,
+                    augment=augment, baseline=(base_val["accuracy"], base_val["loss"]), shard=shard,
                     writes=writes_output(strategy))
     report_divergence(run)
     if run.best_epoch == 0:
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     with saving(strategy, model) as writes:
         if writes:
             info = finish(model, "finetune", args, learning_rate, data, splits, seed, run.rows, metrics, times,
-                          started, best_epoch=run.best_epoch, base=str(args.base),
+                          started, best_epoch=run.best_epoch, augment=augment, base=str(args.base),
                           base_val_accuracy=base_val["accuracy"], base_metrics=base_info.get("metrics"),
                           unfrozen_layers=unfrozen)
             base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))

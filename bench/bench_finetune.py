@@ -45,7 +45,7 @@ def _throughput(base: str, steps: int, batch_size: int, unfreeze: str) -> dict:
         fit(steps)
         return steps * batch_size / (time.perf_counter() - start)
 
-    batches = epoch_batches(x, y, batch_size, 0, 0, 1000, augment=True)
+    batches = epoch_batches(x, y, batch_size, 0, 0, 1000, augment="shift")
     pipeline = rate(lambda s: model.fit(batches, steps_per_epoch=s, epochs=1, verbose=0))
     memory = rate(lambda s: model.fit(x[:s * batch_size], y[:s * batch_size], batch_size=batch_size, epochs=1,
                                       shuffle=False, verbose=0))

@@ -13,7 +13,7 @@ from conftest import run_main, run_script
 
 import lilTinyNet
 import lilTinyNet_finetuner
-from tinynet.batches import epoch_batches
+from tinynet.batches import default_augmentation, epoch_batches
 from tinynet.errors import UserError
 from tinynet.model import first_trainable_layer
 from tinynet.training import better, steps_per_call, train
@@ -52,6 +52,7 @@ def test_sidecar_records_the_run_and_metrics_are_of_unaugmented_images(finetuned
     assert "block_15_expand" in info["unfrozen_layers"] and "block_14_expand" not in info["unfrozen_layers"]
     assert not any("BN" in name for name in info["unfrozen_layers"])
     assert len(info["history"]) == 2 and info["history"][0]["learning_rate"] > 0
+    assert info["augment"] == "crop", "images held at the input size (32 pixels here) are zoomed into, as photos"
     assert "base" in result.stdout and "fine-tuned" in result.stdout
     code = f"""
 import json, keras
@@ -69,12 +70,12 @@ print(json.dumps({{s: model.evaluate(splits.images[s], one_hot(splits.labels[s],
         assert reloaded[split]["loss"] == pytest.approx(info["metrics"][split]["loss"], rel=1e-4)
 
 
-def test_augmentation_flips_and_shifts_only_what_it_is_given():
+def test_shift_augmentation_flips_and_shifts_only_what_it_is_given():
     x = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     y = np.eye(6, dtype=np.float32)
     plain = {int(label.argmax()): image for images, labels in epoch_batches(x, y, 6, 0, 0, 1)
              for image, label in zip(images.numpy(), labels.numpy(), strict=True)}
-    augmented = [(image, int(label.argmax())) for images, labels in epoch_batches(x, y, 6, 0, 0, 3, augment=True)
+    augmented = [(image, int(label.argmax())) for images, labels in epoch_batches(x, y, 6, 0, 0, 3, augment="shift")
                  for image, label in zip(images.numpy(), labels.numpy(), strict=True)]
     for i in range(6):
         np.testing.assert_array_equal(plain[i], x[i])
@@ -85,6 +86,30 @@ def test_augmentation_flips_and_shifts_only_what_it_is_given():
         source = np.pad(x[label], ((2, 2), (2, 2), (0, 0)))
         candidates = [source, source[:, ::-1]]
         assert any(np.array_equal(image, c[r:r + 16, s:s + 16]) for c in candidates for r in range(5) for s in range(5))
+
+
+def test_crop_augmentation_zooms_into_a_window_of_the_photo_without_borders():
+    # each row of the photo holds its column's index: a window resized back keeps columns in order
+    ramp = np.broadcast_to(np.arange(0, 256, 4, dtype=np.uint8)[None, :, None], (64, 64, 3))
+    x = np.stack([ramp, np.full((64, 64, 3), 200, np.uint8)])
+    y = np.eye(2, dtype=np.float32)
+    batches = [images.numpy() for images, _ in epoch_batches(x, y, 2, 0, 0, 8, augment="crop")]
+    widths = []
+    for images in batches:
+        flat, zoomed = sorted(images, key=np.std)  # whatever the shuffle
+        assert flat.dtype == np.uint8 and np.all(flat == 200)  # no black border, nothing but the photo
+        row = zoomed[32, :, 0].astype(int)
+        steps = np.diff(row)
+        assert np.all(steps >= 0) or np.all(steps <= 0)  # one window, maybe mirrored
+        assert np.array_equal(zoomed, np.broadcast_to(zoomed[:1], zoomed.shape))  # rows stay rows
+        widths.append(abs(row[-1] - row[0]) / 252)
+    assert 0.35 < min(widths) < 0.9  # zoomed in, at most to the smallest window (area 1/4, aspect 3:4)
+
+
+def test_photos_are_cropped_and_small_images_shifted_by_default():
+    assert default_augmentation(224, 224) == "crop"
+    assert default_augmentation(32, 128) == "shift"
+    assert default_augmentation(24, 96) == "shift"
 
 
 def test_unfreeze_choices():

@@ -198,7 +198,7 @@ def better(scores: tuple[float, float], than: tuple[float, float]) -> bool:
 
 def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, epochs: int,
           batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None, patience: int,
-          augment: bool = False, baseline: tuple[float, float] | None = None, shard: slice | None = None,
+          augment: str | None = None, baseline: tuple[float, float] | None = None, shard: slice | None = None,
           writes: bool = True) -> RunCheckpoint:
     """Fit `net` on the training split, validating each epoch; resumable from the output's state folder.
     Stops early after `patience` epochs without a better epoch. With a baseline (the starting
