@@ -4,8 +4,9 @@
 
 Reads cifar10_lilTinyNet.h5 and its sidecar (the same data, image size and split, no flags to
 repeat), unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalization frozen, and
-trains at a low rate, warmed up and decayed along a cosine; batch and epochs are sized so that a
-small set still gets a few hundred steps. The base itself is epoch 0: the output is the epoch
+trains at a low rate, warmed up and decayed along a cosine, on images flipped and then zoomed
+into (photos) or shifted (small images); batch and epochs are sized so that a small set still
+gets a few hundred steps. The base itself is epoch 0: the output is the epoch
 with the best validation accuracy (of equals, the lowest validation loss), so it is never worse
 than the base on validation, and it is the base when no epoch beats it.
 Streams the images from their files when stage 1 did; --distribute as stage 1.

@@ -17,8 +17,9 @@ choosing the epoch returns:
 - val_loss_no_worse: the same among epochs whose validation accuracy is at least the base's;
 - best_latest: the best validation accuracy, a tie going to the later epoch, the base only when
   every epoch is below it;
-- accuracy_then_loss: the best validation accuracy, a tie going to the lower validation loss, the
-  base included (the kit's rule since it replaced a sign test: "kit" in runs of earlier code).
+- accuracy_then_loss: the best validation accuracy, a tie going to the lower validation
+  cross-entropy, the base included: the kit's rule since it replaced a sign test ("kit" in runs of
+  earlier code), except that the kit's loss adds the linear head's L2 penalty, as Keras's does.
 And weights no single epoch has ("mixes"), scored the same way: the average of the last quarter or
 half of the epochs, and the base interpolated with the last epoch or with that average.
 Results go to bench/results/stage2_epochs_<dataset>[_alpha1.0][_<flags>].json.
