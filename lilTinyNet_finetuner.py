@@ -6,9 +6,9 @@ Reads cifar10_lilTinyNet.h5 and its sidecar (the same data, image size and split
 repeat), unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalization frozen, and
 trains at a low rate, warmed up and decayed along a cosine, on images flipped and then zoomed
 into (photos) or shifted (small images); batch and epochs are sized so that a small set still
-gets a few hundred steps. The base itself is epoch 0: the output is the epoch
-with the best validation accuracy (of equals, the lowest validation loss), so it is never worse
-than the base on validation, and it is the base when no epoch beats it.
+gets a few hundred steps. The base itself is epoch 0: the output is the epoch with the best
+validation accuracy (of equals, the lowest validation loss), so it is never worse than the base
+on validation, and it is the base when no epoch beats it.
 Streams the images from their files when stage 1 did; --distribute as stage 1.
 Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar.
 
@@ -64,9 +64,9 @@ def parse_args(argv: list[str] | None = None):
                        help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
                             "Conv_1 (the last conv only; --head gap or original) or all")
     group.add_argument("--augment", choices=("auto", *AUGMENTATIONS), default="auto",
-                       help="flip each training image, then shift: move it by up to 1/8 of its size; crop: zoom into "
-                            "a random window of 1/4 to all of it. Default auto: crop for photos, shift for small "
-                            "images the model upscales")
+                       help="flip each training image, then shift it (by up to 1/8 of its size) or crop it (zoom "
+                            "into a random window of 1/4 to all of its area); auto: crop photos, shift small images "
+                            "that the model upscales")
     cli.add_training_args(
         parser, "training",
         epochs=f"{EPOCHS}, more on a small set so that training takes at least {MIN_STEPS} steps",
