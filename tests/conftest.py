@@ -60,6 +60,30 @@ def class_images(label: int, count: int, size: int = 32, seed: int = 0) -> np.nd
     return images.astype(np.uint8)
 
 
+CLASS_COLOURS = {"poppy": (200, 40, 30), "cornflower": (40, 70, 200)}
+SIZES = [(64, 48), (120, 90), (80, 120), (100, 100), (150, 60), (72, 96)]  # (width, height)
+
+
+def photo(colour: tuple[int, int, int], size: tuple[int, int], seed: int, rotated: bool) -> bytes:
+    """A noisy green field with a flower-coloured disc in the middle, as a JPEG; `rotated` stores it
+    sideways with the EXIF orientation that turns it upright, as phones do."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    pixels = rng.integers(0, 60, (height, width, 3)) + np.array([40, 110, 40])
+    yy, xx = np.mgrid[:height, :width]
+    disc = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(size) / 3) ** 2
+    pixels[disc] = np.array(colour) + rng.integers(-20, 20, (int(disc.sum()), 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    if rotated:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 clockwise to view"
+        image.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", exif=exif)
+    else:
+        image.save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
 def write_image_tree(root: Path, per_class: dict[str, int], classes: list[str] = CLASSES) -> Path:
     """root/train/<class>/*.png and root/test/<class>/*.png with class-coloured images."""
     for split, count in per_class.items():
@@ -116,9 +140,10 @@ def weights() -> str:
     return str(SHARED_WEIGHTS)
 
 
-def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `python args...` in a fresh process from the repo root."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess:
+    """Run `python args...` in a fresh process from the repo root (or `cwd`), with `env` added."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -10,31 +10,8 @@ import tarfile
 import keras
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import CLASS_COLOURS, SIZES, photo, run_script
 from PIL import Image
-
-CLASS_COLOURS = {"poppy": (200, 40, 30), "cornflower": (40, 70, 200)}
-SIZES = [(64, 48), (120, 90), (80, 120), (100, 100), (150, 60), (72, 96)]  # (width, height)
-
-
-def photo(colour: tuple[int, int, int], size: tuple[int, int], seed: int, rotated: bool) -> bytes:
-    """A noisy green field with a flower-coloured disc in the middle, as a JPEG; `rotated` stores it
-    sideways with the EXIF orientation that turns it upright, as phones do."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    pixels = rng.integers(0, 60, (height, width, 3)) + np.array([40, 110, 40])
-    yy, xx = np.mgrid[:height, :width]
-    disc = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(size) / 3) ** 2
-    pixels[disc] = np.array(colour) + rng.integers(-20, 20, (int(disc.sum()), 3))
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    buffer = io.BytesIO()
-    if rotated:
-        exif = Image.Exif()
-        exif[0x0112] = 6  # "rotate 90 clockwise to view"
-        image.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", exif=exif)
-    else:
-        image.save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,9 @@ def confusion_matrix(evaluation: Evaluation, path: Path) -> Path:
 
 def learning_curves(model_paths: list[str], path: Path) -> Path | None:
     """Loss and accuracy per epoch from the sidecars, each base stage followed by its fine-tuning
-    on one epoch axis, with a line where fine-tuning starts. None when no sidecar has a history."""
+    on one epoch axis, with a line where fine-tuning starts. A linear head has no epochs: its
+    stage 1 is the point at epoch 0, and a third panel shows the penalties it chose among.
+    None when no sidecar has a history."""
     chains = []
     infos = {path: read_sidecar(path) for path in model_paths}
     bases = {info.get("base") for info in infos.values()}
@@ -65,28 +67,68 @@ def learning_curves(model_paths: list[str], path: Path) -> Path | None:
         if not info.get("history") or model_path in bases:  # a base is drawn as the start of its fine-tuning
             continue
         base = read_sidecar(info["base"]) if info.get("base") else {}
-        chains.append((Path(model_path).name, base.get("history", []), info["history"]))
+        if is_penalty_grid(info["history"]):  # a linear stage 1 on its own
+            base, info = info, {}
+        chains.append((Path(model_path).name, base, info.get("history", [])))
     if not chains:
         return None
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, before, history in chains:
-        rows = before + history
-        epochs = np.arange(1, len(rows) + 1)
-        for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
-            line, = axis.plot(epochs, [r[metric] for r in rows], "--", label=f"{name} train")
-            axis.plot(epochs, [r[f"val_{metric}"] for r in rows], "-", color=line.get_color(),
-                      label=f"{name} validation")
-            if before:
+    grids = [(name, base["history"], base.get("penalty")) for name, base, _ in chains
+             if is_penalty_grid(base.get("history"))]
+    figure, axes = plt.subplots(1, 2 + bool(grids), figsize=(6 * (2 + bool(grids)), 4.5))
+    for name, base, history in chains:
+        before = [] if is_penalty_grid(base.get("history")) else base.get("history", [])
+        start = linear_start(base) if not before else None  # (loss, accuracy) at epoch 0
+        for axis, metric in zip(axes, ("loss", "accuracy"), strict=False):
+            epochs = np.arange(1, len(before) + len(history) + 1)
+            rows = before + history
+            color = None
+            if rows:
+                line, = axis.plot(epochs, [r[metric] for r in rows], "--", label=f"{name} train")
+                color = line.get_color()
+                axis.plot(epochs, [r[f"val_{metric}"] for r in rows], "-", color=color, label=f"{name} validation")
+            if start:
+                axis.plot([0], [start[metric]], "o", color=color, label=f"{name} stage 1 (linear head), validation")
+            if before and history:
                 axis.axvline(len(before) + 0.5, color="gray", linestyle=":")
                 axis.annotate("fine-tuning starts", (len(before) + 0.6, 0.95), xycoords=("data", "axes fraction"),
                               fontsize=8, color="gray")
-    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        axis.set_xlabel("epoch (base, then fine-tuning)")
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=False):
+        axis.set_xlabel("epoch (stage 1, then fine-tuning)")
         axis.set_ylabel(metric)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="lower right")
+    if grids:
+        penalty_grid(axes[2], grids)
     return save(figure, path)
+
+
+def is_penalty_grid(history: list[dict] | None) -> bool:
+    """Whether a stage-1 history is the linear head's penalty grid rather than epochs."""
+    return bool(history) and "penalty" in history[0]
+
+
+def linear_start(base: dict) -> dict[str, float] | None:
+    """A linear stage 1's validation loss and accuracy, as model.evaluate() gave them (and as stage
+    2 compares its epochs with)."""
+    return (base.get("metrics") or {}).get("val")
+
+
+def penalty_grid(axis, grids: list[tuple[str, list[dict], float | None]]) -> None:
+    """The linear head's stage 1: validation loss (with its standard error) for each L2 penalty."""
+    for name, rows, kept in grids:
+        penalties = [row["penalty"] for row in rows]
+        container = axis.errorbar(penalties, [row["val_loss"] for row in rows],
+                                  yerr=[row["val_loss_error"] for row in rows], marker="o", capsize=3, label=name)
+        if kept is not None:
+            chosen = next(row for row in rows if row["penalty"] == kept)
+            axis.plot([kept], [chosen["val_loss"]], "*", markersize=14, color=container.lines[0].get_color())
+    axis.set_xscale("log")
+    axis.set_xlabel("L2 penalty of the linear head (star: kept)")
+    axis.set_ylabel("validation loss")
+    axis.set_title("stage 1: the penalty chosen on validation")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
 
 
 def architecture(model: keras.Model, path: Path) -> Path:
