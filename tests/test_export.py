@@ -45,6 +45,26 @@ def test_float_exports_match_keras_and_int8_is_smaller(exported, tiny_base):
     assert int8 < tiny_base.stat().st_size / 2
 
 
+def test_int8_is_judged_with_the_test_sets_size_in_mind():
+    """A small test set cannot tell 3 lost images of 200 from chance; 12 lost and 2 gained it can."""
+    labels = np.zeros(200, int)
+
+    def int8_check(lost: int, gained: int) -> dict:
+        keras_right = np.r_[np.ones(lost, bool), np.zeros(gained, bool), np.ones(100, bool)]
+        right = np.r_[np.zeros(lost, bool), np.ones(gained, bool), np.ones(100, bool)]
+        keras_right, right = (np.r_[r, np.zeros(200 - len(r), bool)] for r in (keras_right, right))
+        as_probabilities = lambda correct: np.eye(3)[np.where(correct, 0, 1)]  # noqa: E731
+        return exporting.compare("tflite-int8", as_probabilities(right), as_probabilities(keras_right), labels)
+
+    small = int8_check(3, 0)
+    assert small["passed"] and small["accuracy"] == small["keras_accuracy"] - 0.015
+    assert (small["images_lost"], small["images_gained"], small["chance_of_such_a_loss"]) == (3, 0, 0.125)
+    worse = int8_check(12, 2)
+    assert not worse["passed"] and worse["chance_of_such_a_loss"] < 0.01
+    assert int8_check(2, 0)["passed"], "a point is allowed whatever the set's size"
+    assert "McNemar" in worse["criterion"]
+
+
 def test_an_export_runs_in_a_fresh_process_without_tensorflow_or_keras(exported):
     """A phone or server has only the runtime: the .tflite file runs in ai_edge_litert alone."""
     stem, _ = exported
