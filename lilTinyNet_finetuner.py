@@ -33,6 +33,7 @@ from tinynet.model import (
     check_num_classes,
     compile_model,
     count_weights,
+    depth_rates,
     first_trainable_layer,
     load_saved_model,
     unfreeze,
@@ -63,6 +64,9 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--unfreeze", default="block_3",
                        help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
                             "Conv_1 (the last conv only; --head gap or original) or all")
+    group.add_argument("--layer-decay", type=float, default=1.0,
+                       help="each block below the top trains at this fraction of the rate of the block above it "
+                            "(1: one rate for all)")
     group.add_argument("--augment", choices=("auto", *AUGMENTATIONS), default="auto",
                        help="flip each training image, then shift it (by up to 1/8 of its size) or crop it (zoom "
                             "into a random window of 1/4 to all of its area); auto: crop photos, shift small images "
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Fine-tune on augmented batches, at a low peak rate reached after the warm-up, through the whole
     # schedule by default: on a small validation set, a plateau that early stopping would end on is noise.
-    compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit))
+    compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit),
+                  multipliers=depth_rates(model, args.layer_decay))
     with timed(times, "train"):
         run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
                     output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import DATA, RESULTS, SHARED, WEIGHTS, flags_tag, run_child, save, weights
+from bench.common import DATA, RESULTS, SHARED, flags_tag, run_child, save, weights
 
 FLOWERS = SHARED / "data" / "flowers5.tar.gz"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -95,23 +95,23 @@ def write_large_flowers(target: Path) -> Path:
     return target
 
 
-def logistic_regression(sidecar: Path) -> dict:
+def logistic_regression(sidecar: Path, alpha: float = 0.35) -> dict:
     """Test accuracy of scikit-learn's logistic regression on the globally pooled output of the
     same base, at the run's image size, on its split; C chosen on validation accuracy."""
     from tinynet.data import load_recorded
 
     start = time.perf_counter()
     data, splits = load_recorded(json.loads(sidecar.read_text())["data"])
-    return {**pooled_regression(data, splits), "seconds": round(time.perf_counter() - start, 1)}
+    return {**pooled_regression(data, splits, alpha), "seconds": round(time.perf_counter() - start, 1)}
 
 
-def pooled_regression(data, splits) -> dict:
+def pooled_regression(data, splits, alpha: float = 0.35) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from tinynet.model import build_model, feature_extractor
     from tinynet.training import extract_features
 
-    extractor = feature_extractor(build_model(data.num_classes, data.image_size, 0.35, str(WEIGHTS), "gap",
+    extractor = feature_extractor(build_model(data.num_classes, data.image_size, alpha, str(weights(alpha)), "gap",
                                               data.square))
     x = {split: extract_features(extractor, images, 128) for split, images in splits.images.items()}
     y = splits.labels

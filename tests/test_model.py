@@ -12,7 +12,16 @@ from conftest import class_images, run_script
 from lilTinyNet import preprocess_data
 from tinynet.data import one_hot
 from tinynet.errors import UserError
-from tinynet.model import FusedAdam, build_model, check_cached_head_matches, compile_model, feature_extractor, unfreeze
+from tinynet.model import (
+    FusedAdam,
+    LayerwiseAdam,
+    build_model,
+    check_cached_head_matches,
+    compile_model,
+    depth_rates,
+    feature_extractor,
+    unfreeze,
+)
 from tinynet.runfiles import save_model, write_sidecar
 from tinynet.training import extract_features
 
@@ -142,3 +151,35 @@ def test_fused_adam_takes_the_steps_keras_adam_takes():
     assert not np.allclose(weights[0][0], initial[0], atol=1e-3), "Adam must have moved the weights"
     for keras_adam, fused in zip(*weights, strict=True):
         np.testing.assert_allclose(fused, keras_adam, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", [LayerwiseAdam, FusedAdam])
+def test_layer_wise_rates_scale_each_weights_steps(optimizer):
+    """A multiplier of 0 holds a weight still, 1 leaves Adam's step as it is, and between them the
+    step shrinks: with the same gradients, Adam's first step is the rate times the sign."""
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    y = one_hot(np.arange(16) % 4, 4)
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="low"),
+                            keras.layers.Dense(4, activation="softmax", name="top")])
+    low, top = net.get_layer("low"), net.get_layer("top")
+    initial = net.get_weights()
+    scales = {low.kernel.path: 0.0, low.bias.path: 0.25}
+    net.compile(optimizer=optimizer(1e-2, multipliers=scales), loss="categorical_crossentropy")
+    net.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)  # one step
+    moved = [np.abs(after - before).max() for after, before in zip(net.get_weights(), initial, strict=True)]
+    assert moved[0] == 0, "multiplier 0: frozen"
+    np.testing.assert_allclose(moved[1], 0.25e-2, rtol=1e-3)
+    np.testing.assert_allclose([moved[2], moved[3]], 1e-2, rtol=1e-3)
+    assert low.kernel.path not in {w.path for w in top.weights}
+
+
+def test_depth_rates_fall_by_block_from_the_top(model):
+    rates = depth_rates(model, 0.5)
+    base = model.get_layer("mobilenetv2")
+    by_layer = {layer.name: rates[layer.weights[0].path] for layer in base.layers
+                if layer.weights and layer.weights[0].path in rates}
+    assert by_layer["block_16_project"] == 0.25 and by_layer["block_15_expand"] == 0.125
+    assert by_layer["block_1_expand"] == 0.5**17 and by_layer["Conv1"] == 0.5**19
+    assert not any("classifier" in path for path in rates), "the head keeps the full rate"
+    assert depth_rates(model, 1.0) == {}

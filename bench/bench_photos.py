@@ -1,0 +1,157 @@
+"""Both stages on real photo sets, over seeds, beside a logistic regression and TensorFlow's tutorial.
+
+    python -m bench.photo_sets --out /work/data/photo_sets            # once: build the sets
+    python -m bench.bench_photos --alpha 0.35 --seeds 0 1 2 3 4 --peer
+    python -m bench.bench_photos --alpha 1.0 --recipe "" --recipe "--learning-rate 1e-4"
+    python -m bench.bench_photos --summary                             # the tables from what ran
+
+The sets are bench/photo_sets.py's (eight kinds of photos, each with a test folder) and flowers5.
+For each width, set and seed: stage 1 with its defaults (lilTinyNet.py --seed S, the shared
+weights), kept in bench/results/models/photos/ so that every stage-2 recipe starts from the same
+base; a logistic regression on the same base's pooled features (bench_own_data); with --peer,
+TensorFlow's tutorial on the same split (bench/tutorial_peer.py); and for each --recipe (flags for
+lilTinyNet_finetuner.py, "" for its defaults) stage 2 through its schedule with every epoch scored
+on validation and test (bench_stage2_epochs), so that any rule for choosing what to return can be
+judged afterwards from the same runs. Each result is appended to bench/results/photos/runs.jsonl
+as it comes, and a run already there is not run again: the bench can be stopped and started.
+--summary writes bench/results/photos_alpha<width>.json: per set, the mean and spread of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_own_data import FLOWERS, logistic_regression, run_stage1
+from bench.bench_stage2_epochs import every_epoch
+from bench.common import RESULTS, in_fresh_process, save, weights
+from bench.photo_sets import SETS, build
+from bench.tutorial_peer import tutorial
+
+PHOTO_SETS = [*SETS, "flowers5"]
+LOG = RESULTS / "photos" / "runs.jsonl"
+MODELS = RESULTS / "models" / "photos"
+
+
+def source(name: str, sets_dir: Path) -> Path:
+    """Where a set is; built from its repository when missing."""
+    if name == "flowers5":
+        return FLOWERS
+    folder = sets_dir / name
+    return folder if folder.is_dir() else build(name, sets_dir)
+
+
+def read_log() -> list[dict]:
+    return [json.loads(line) for line in LOG.read_text().splitlines()] if LOG.exists() else []
+
+
+def append(record: dict) -> None:
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOG, "a") as out:
+        out.write(json.dumps(record) + "\n")
+    print(json.dumps({key: value for key, value in record.items() if key not in ("epochs", "mixes")}), flush=True)
+
+
+def key(record: dict) -> tuple:
+    return record["kind"], record["set"], record["alpha"], record["seed"], record.get("recipe", "")
+
+
+def stage1(name: str, data: Path, alpha: float, seed: int) -> tuple[Path, dict]:
+    """Stage 1 with its defaults, or the model an earlier run of the bench left."""
+    base = MODELS / f"{name}_alpha{alpha}_seed{seed}.h5"
+    run = {}
+    if not base.with_suffix(".json").exists():
+        run = run_stage1(data, seed, base, MODELS / f"{base.stem}.log", alpha)
+    info = json.loads(base.with_suffix(".json").read_text())
+    return base, {"test_accuracy": round(info["metrics"]["test"]["accuracy"], 4),
+                  "val_accuracy": round(info["metrics"]["val"]["accuracy"], 4), "head": info["head"],
+                  "penalty": info.get("penalty"), "train": info["data"]["train"], "val": info["data"]["val"],
+                  "test": info["data"]["test"], "seconds": info["times"]["total"], **run}
+
+
+def stage2(base: Path, recipe: str) -> dict:
+    """Stage 2 with the recipe's flags; every epoch's scores and the finetuner's own record."""
+    tuned = base.with_name(f"{base.stem}_finetuned.h5")
+    rows, mixed = in_fresh_process(every_epoch, str(base), str(tuned), recipe.split())
+    info = json.loads(tuned.with_suffix(".json").read_text())
+    return {"test_accuracy": round(info["metrics"]["test"]["accuracy"], 4),
+            "val_accuracy": round(info["metrics"]["val"]["accuracy"], 4), "kit_epoch": info["best_epoch"],
+            "epoch_seconds": [row["seconds"] for row in info["history"]], "seconds": info["times"]["total"],
+            "train_seconds": info["times"]["train"], "epochs": rows, "mixes": mixed}
+
+
+def run(args: argparse.Namespace) -> None:
+    done = {key(record) for record in read_log()}
+    sources = {name: source(name, args.sets_dir) for name in args.only}
+    for alpha in args.alpha:
+        for seed in args.seeds:  # every set at one seed before the next seed: a stopped run still covers them all
+            for name, data in sources.items():
+                where = {"set": name, "alpha": alpha, "seed": seed}
+                base, first = stage1(name, data, alpha, seed)
+                if ("stage1", name, alpha, seed, "") not in done:
+                    append({"kind": "stage1", **where, **first})
+                if ("regression", name, alpha, seed, "") not in done:
+                    append({"kind": "regression", **where,
+                            **in_fresh_process(logistic_regression, base.with_suffix(".json"), alpha)})
+                if args.peer and ("tutorial", name, alpha, seed, "") not in done:
+                    append({"kind": "tutorial", **where,
+                            **in_fresh_process(tutorial, str(base.with_suffix(".json")), alpha, str(weights(alpha)),
+                                               seed)})
+                for recipe in args.recipe:
+                    if ("stage2", name, alpha, seed, recipe) not in done:
+                        append({"kind": "stage2", **where, "recipe": recipe, **stage2(base, recipe)})
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": round(float(np.mean(values)), 4), "sd": round(float(np.std(values, ddof=1)), 4)
+            if len(values) > 1 else None, "min": round(float(np.min(values)), 4), "n": len(values)}
+
+
+def summary(records: list[dict]) -> dict[float, dict]:
+    """Per width and set, over seeds: each method's test accuracy, and stage 2's gain over stage 1."""
+    tables = {}
+    for alpha in sorted({record["alpha"] for record in records}):
+        table = {}
+        for name in PHOTO_SETS:
+            here = [r for r in records if r["alpha"] == alpha and r["set"] == name]
+            if not here:
+                continue
+            first = {r["seed"]: r["test_accuracy"] for r in here if r["kind"] == "stage1"}
+            row = {kind: spread([r["test_accuracy"] for r in here if r["kind"] == kind])
+                   for kind in ("stage1", "regression", "tutorial") if any(r["kind"] == kind for r in here)}
+            for recipe in dict.fromkeys(r["recipe"] for r in here if r["kind"] == "stage2"):
+                runs = [r for r in here if r["kind"] == "stage2" and r["recipe"] == recipe]
+                row[f"stage2 {recipe}".strip()] = {
+                    **spread([r["test_accuracy"] for r in runs]),
+                    "gain": spread([r["test_accuracy"] - first[r["seed"]] for r in runs]),
+                    "kept_base": sum(r["kit_epoch"] == 0 for r in runs),
+                    "seconds": spread([r["seconds"] for r in runs])}
+            table[name] = row
+        tables[alpha] = table
+    return tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets-dir", type=Path, default=Path("/work/data/photo_sets"),
+                        help="where bench.photo_sets built the sets (built there if missing)")
+    parser.add_argument("--only", nargs="+", choices=PHOTO_SETS, default=PHOTO_SETS, help="these sets")
+    parser.add_argument("--alpha", nargs="+", type=float, choices=(0.35, 1.0), default=[0.35])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--recipe", action="append", default=None, metavar="FLAGS",
+                        help='flags for lilTinyNet_finetuner.py ("" for its defaults); repeat for several')
+    parser.add_argument("--peer", action="store_true", help="also TensorFlow's tutorial on the same split")
+    parser.add_argument("--summary", action="store_true", help="only write the summaries of what ran")
+    args = parser.parse_args()
+    args.recipe = [" ".join(recipe.split()) for recipe in (args.recipe if args.recipe is not None else [""])]
+    if not args.summary:
+        run(args)
+    for alpha, table in summary(read_log()).items():
+        save(f"photos_alpha{alpha}", table)
+
+
+if __name__ == "__main__":
+    main()
