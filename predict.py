@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         heat_maps = grad_cam.heat_maps(images, ranked[:, 0]) if grad_cam else [None] * len(names)
         for name, image, p, order, heat_map in zip(names, images, probabilities, ranked, heat_maps, strict=True):
             if heat_map is not None:
-                save_overlay(image, heat_map, heat_map_dir / f"{len(rows):05d}_{Path(name).stem}.png")
+                save_overlay(image, heat_map, f"{class_names[order[0]]} {p[order[0]]:.0%}",
+                             heat_map_dir / f"{len(rows):05d}_{Path(name).stem}.png")
             rows.append({"path": name, "top": [{"class": class_names[c], "probability": float(p[c])} for c in order]})
 
     if not rows:

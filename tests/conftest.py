@@ -11,6 +11,7 @@ import sys
 import tarfile
 import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,29 @@ def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict[str, 
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@contextmanager
+def browser_page():
+    """A page of headless Chromium (Debian's, driven by Playwright) and the URLs it requested."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda request: requests.append(request.url))
+            yield page, requests
+        finally:
+            browser.close()
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync"]  # as root, offline, with nothing of its own to fetch
 
 
 def run_main(main, *args: str) -> int:

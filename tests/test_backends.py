@@ -66,7 +66,8 @@ def test_models_saved_on_either_backend_evaluate_the_same_on_the_other(jax_base,
     model.evaluate() here, on TensorFlow, for each: the same accuracy and loss both ways."""
     models = [jax_base[0], jax_finetuned[0], tiny_base]
     path = tmp_path / "mega.json"
-    on_backend("jax", "megaTest.py", "--models", *map(str, models), "--json", str(path))
+    on_backend("jax", "megaTest.py", "--models", *map(str, models), "--json", str(path), "--report",
+               str(path.with_suffix(".html")))
     data = load_dataset(str(tiny_tree), 32)
     x, y = preprocess_data(data.parts["test"].images, data.parts["test"].labels, 3)
     for row, model in zip(json.loads(path.read_text())["models"], models, strict=True):

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_main, run_script
+from conftest import ROOT, browser_page, run_main, run_script
 from PIL import Image
 
 import evaluator_lilTinyNet_finetuned
 import megaTest
+from tinynet.runfiles import read_sidecar
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def report(models, tmp_path_factory):
 def test_every_picture_is_a_real_image(report):
     out_dir, result = report
     names = [f"{stem}_{kind}.png" for stem in ("cifar10_lilTinyNet", "cifar10_finetuned_lilTinyNet")
-             for kind in ("predictions", "confusion", "architecture")] + ["learning_curves.png"]
+             for kind in ("predictions", "confusion", "calibration", "architecture")] + ["learning_curves.png"]
     for name in names:
         path = out_dir / name
         assert path.stat().st_size > 10_000, name
@@ -41,6 +42,31 @@ def test_every_picture_is_a_real_image(report):
         with Image.open(path) as image:
             assert min(image.size) > 200, name
         assert str(path) in result.stdout, "the terminal lists every file written"
+
+
+def test_the_report_page_opens_from_disk_with_every_picture_and_the_sidecars_numbers(report, models):
+    """Headless Chromium loads reports/index.html from disk: every picture decodes, nothing is
+    requested from anywhere, each section is there, and the accuracies are the sidecars'."""
+    out_dir, _ = report
+    with browser_page() as (page, requests):
+        page.goto((out_dir / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        numbers = page.eval_on_selector_all("[data-key]", "cells => cells.map(c => [c.dataset.key, c.textContent])")
+        text = page.inner_text("body")
+    assert len(widths) >= 9 and min(widths) > 0, widths
+    assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
+    for section in ("Training", "Settings and data", "Per class", "Most confused pairs", "Confusion matrix",
+                    "Calibration", "Test images", "expected calibration error", "95% interval"):
+        assert section in text
+    accuracies = [float(value) for key, value in numbers if key == "test-accuracy"]
+    assert accuracies == pytest.approx([read_sidecar(m)["metrics"]["test"]["accuracy"] for m in models], abs=5e-5)
+
+
+def test_the_most_confident_mistakes_are_shown_with_their_heat_maps(report):
+    out_dir, _ = report
+    with Image.open(out_dir / "cifar10_lilTinyNet_mistakes.png") as sheet:
+        assert sheet.width >= 2 * 224 and sheet.height >= 224, "each mistake as the image and its heat map"
 
 
 def test_the_terminal_report(report):
@@ -54,9 +80,16 @@ def test_the_terminal_report(report):
 
 def test_megatest_json_matches_model_evaluate(models, tiny_tree, tmp_path):
     path = tmp_path / "mega.json"
-    result = run_script("megaTest.py", "--models", *models, "--json", str(path))
+    result = run_script("megaTest.py", "--models", *models, "--json", str(path), "--report",
+                        str(tmp_path / "megatest.html"))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(path.read_text())["models"]
+    with browser_page() as (page, requests):
+        page.goto((tmp_path / "megatest.html").as_uri())
+        shown = dict(page.eval_on_selector_all("[data-key]", "cells => cells.map(c => [c.dataset.key, c.textContent])"))
+        assert page.eval_on_selector("img", "image => image.naturalWidth") > 0
+    assert [float(shown[f"accuracy-{Path(row['model']).name}"]) for row in rows] == pytest.approx(
+        [row["accuracy"] for row in rows], abs=5e-5)
     fields = {"model", "accuracy", "loss", "top3_accuracy", "total_params", "trainable_params", "file_mb",
               "images_per_s", "latency_ms", "gain_over_base"}
     assert all(fields <= set(row) for row in rows)

@@ -72,8 +72,10 @@ def test_every_script_writes_what_readme_says(journey):
         assert json.loads((folder / f"{stem}.json").read_text())["metrics"]["test"]["accuracy"] >= 0
     head = json.loads((folder / f"{BASE}.json").read_text())["head"]
     assert head == {"photos": "gap", "cifar-like": "blocks"}[kind]
+    for page in ("index.html", "megatest.html"):
+        assert (folder / "reports" / page).stat().st_size > 10_000
     for name in ("learning_curves.png", f"{BASE}_confusion.png", f"{TUNED}_confusion.png",
-                 f"{TUNED}_predictions.png"):
+                 f"{TUNED}_calibration.png", f"{TUNED}_predictions.png"):
         with Image.open(folder / "reports" / name) as image:
             assert min(image.size) > 200, name
     assert "gain" in runs["megaTest"].stdout and TUNED in runs["megaTest"].stdout

@@ -44,7 +44,8 @@ def trained(photos, weights, tmp_path_factory):
                        "--output", str(base)),
             run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "2",
                        "--learning-rate", "10"),
-            run_script("megaTest.py", "--models", str(base), str(tuned), "--json", str(mega))]
+            run_script("megaTest.py", "--models", str(base), str(tuned), "--json", str(mega), "--report",
+                       str(folder / "megatest.html"))]
     for result in runs:
         assert result.returncode == 0, result.stderr[-3000:]
     return base, tuned, mega, runs

@@ -88,9 +88,12 @@ def test_explain_writes_a_heat_map_per_image(tiny_base, tiny_tree, tmp_path):
     pictures = sorted(out.glob("*.png"))
     assert len(pictures) == len(rows) == 5
     with Image.open(pictures[0]) as picture:
-        assert picture.size == (224, 224)
+        assert picture.size == (2 * 224 + 8, 224 + 224 // 7), "the image and its heat map side by side, a caption below"
         pixels = np.asarray(picture.convert("RGB"), np.float32)
-    assert pixels.std(axis=(0, 1)).max() > 5, "a heat map over the image, not a flat picture"
+    original, overlay, caption = pixels[:224, :224], pixels[:224, 232:], pixels[224:]
+    assert overlay.std(axis=(0, 1)).max() > 5, "a heat map over the image, not a flat picture"
+    assert np.abs(overlay - original).mean() > 5, "the right half is coloured by the heat map"
+    assert (caption < 128).any() and (caption > 250).mean() > 0.8, "dark text on white"
 
 
 def test_grad_cam_of_a_gap_head_is_the_class_activation_map(weights, tmp_path):

@@ -93,6 +93,34 @@ class Evaluation:
         return [{"class": name, "precision": p, "recall": r, "f1": f, "support": int(n)}
                 for name, p, r, f, n in zip(self.class_names, precision, recall, f1, support, strict=True)]
 
+    def accuracy_interval(self, z: float = 1.96) -> tuple[float, float]:
+        """Wilson's 95% interval for the accuracy, given the test set's size: where the accuracy on
+        all images like these lies, as far as this many test images can tell."""
+        n, p = len(self.labels), self.accuracy
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+        return float(centre - half), float(centre + half)
+
+    def calibration(self, bins: int = 10) -> tuple[list[dict[str, float]], float]:
+        """The reliability diagram's bins of the top class's probability (confidence, accuracy and
+        count of each non-empty bin) and the expected calibration error: the gap between
+        confidence and accuracy, averaged over the bins by their share of the images."""
+        confidence = self.probabilities.max(1)
+        correct = self.predicted == self.labels
+        which = np.minimum((confidence * bins).astype(int), bins - 1)
+        rows = [{"low": k / bins, "high": (k + 1) / bins, "confidence": float(confidence[which == k].mean()),
+                 "accuracy": float(correct[which == k].mean()), "count": int(np.sum(which == k))}
+                for k in range(bins) if np.any(which == k)]
+        error = sum(row["count"] * abs(row["confidence"] - row["accuracy"]) for row in rows) / len(self.labels)
+        return rows, float(error)
+
+    def worst_mistakes(self, count: int = 8) -> np.ndarray:
+        """Indices of the wrongly classified test images with the highest loss (the lowest
+        probability of their true class): the model's most confident mistakes."""
+        wrong = np.flatnonzero(self.predicted != self.labels)
+        true_probability = self.probabilities[wrong, self.labels[wrong]]
+        return wrong[np.argsort(true_probability, kind="stable")[:count]]
+
     def most_confused(self, count: int = 5) -> list[tuple[str, str, int]]:
         """(true class, predicted class, count) for the largest off-diagonal cells."""
         off = self.confusion.copy()

@@ -14,12 +14,13 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 from keras import ops
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from tinynet import backend
 from tinynet.model import head_inputs
 
 OPACITY = 0.45  # of the heat map over the image
+GAP = 8  # pixels between the image and its heat map
 
 
 class GradCam:
@@ -61,12 +62,27 @@ def gradient(function: Callable, x):
     return jax.grad(function)(x)
 
 
-def save_overlay(image: np.ndarray, heat_map: np.ndarray, path: Path) -> Path:
-    """The image as the model saw it (square, at least 224 pixels to be seen), the heat map over it."""
+def explained(image: np.ndarray, heat_map: np.ndarray, caption: str, mistake: bool = False) -> Image.Image:
+    """The image as the model saw it (square, at least 224 pixels to be seen) beside the same image
+    under its heat map, the caption (class and probability) written below both; red when the
+    caption names a mistake."""
     side = max(224, image.shape[0])
-    picture = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR), np.float32) / 255
+    picture = Image.fromarray(image).resize((side, side), Image.BILINEAR)
     heat = Image.fromarray(np.uint8(255 * heat_map)).resize((side, side), Image.BILINEAR)
     colours = matplotlib.colormaps["jet"](np.asarray(heat) / 255)[..., :3]
-    blended = (1 - OPACITY) * picture + OPACITY * colours
-    Image.fromarray(np.uint8(np.rint(255 * blended))).save(path)
+    blended = (1 - OPACITY) * np.asarray(picture, np.float32) / 255 + OPACITY * colours
+    band = side // 7
+    canvas = Image.new("RGB", (2 * side + GAP, side + band), "white")
+    canvas.paste(picture, (0, 0))
+    canvas.paste(Image.fromarray(np.uint8(np.rint(255 * blended))), (side + GAP, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=band // 2)
+    draw.text((side + GAP // 2, side + band // 2), caption, fill=(200, 0, 0) if mistake else (0, 0, 0), font=font,
+              anchor="mm")
+    return canvas
+
+
+def save_overlay(image: np.ndarray, heat_map: np.ndarray, caption: str, path: Path) -> Path:
+    """explained()'s picture, as a PNG at path."""
+    explained(image, heat_map, caption).save(path)
     return path

@@ -258,12 +258,13 @@ def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.sc
     the model's distribution strategy, where its optimizer's variables must be made. FusedAdam is
     TensorFlow's kernel: for_saving, and on other backends, Keras's own Adam (a saved file then
     loads anywhere without custom objects). `multipliers` scale the rate of named weights."""
-    if for_saving:
-        optimizer = keras.optimizers.Adam(learning_rate)
-    else:
-        optimizer = (FusedAdam if backend.on_tensorflow() else LayerwiseAdam)(learning_rate, multipliers=multipliers)
     scope = model.distribute_strategy.scope() if backend.on_tensorflow() else contextlib.nullcontext()
     with scope:
+        if for_saving:
+            optimizer = keras.optimizers.Adam(learning_rate)
+        else:
+            fused = backend.on_tensorflow()
+            optimizer = (FusedAdam if fused else LayerwiseAdam)(learning_rate, multipliers=multipliers)
         model.compile(
             optimizer=optimizer,
             loss="categorical_crossentropy",

@@ -11,6 +11,7 @@ import numpy as np
 matplotlib.use("Agg")  # files only: no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from tinynet.evaluation import Evaluation  # noqa: E402
 from tinynet.runfiles import read_sidecar  # noqa: E402
@@ -37,22 +38,76 @@ def prediction_grid(evaluation: Evaluation, images: np.ndarray | ImageFiles, pat
 
 
 def confusion_matrix(evaluation: Evaluation, path: Path) -> Path:
-    """Counts in each cell, colour by the share of each true class (row-normalised)."""
+    """Two panels: the count in each cell, and each true class's row as shares (recall on the diagonal)."""
     counts = evaluation.confusion
     shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    size = max(6, 0.7 * len(counts))
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    size = max(5, 0.6 * len(counts))
+    figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size + 0.5))
     ticks = range(len(counts))
-    axis.set_xticks(ticks, evaluation.class_names, rotation=45, ha="right")
-    axis.set_yticks(ticks, evaluation.class_names)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    for (i, j), count in np.ndenumerate(counts):
-        axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                  color="white" if shares[i, j] > 0.5 else "black")
-    axis.set_title(f"{Path(evaluation.path).name}: accuracy {evaluation.accuracy:.4f}")
+    for axis, values, title, text in ((axes[0], counts, "counts", "{:d}"),
+                                      (axes[1], shares, "share of each true class", "{:.0%}")):
+        axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        axis.set_xticks(ticks, evaluation.class_names, rotation=45, ha="right")
+        axis.set_yticks(ticks, evaluation.class_names)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        axis.set_title(title)
+        for (i, j), value in np.ndenumerate(values):
+            axis.text(j, i, text.format(value), ha="center", va="center", fontsize=8,
+                      color="white" if shares[i, j] > 0.5 else "black")
+    figure.suptitle(f"{Path(evaluation.path).name}: accuracy {evaluation.accuracy:.4f}")
     return save(figure, path)
+
+
+def reliability_diagram(evaluation: Evaluation, path: Path) -> Path:
+    """How far the model's confidence can be trusted: in each bin of the top class's probability,
+    the share of the images it got right, against the diagonal of perfect calibration; below, how
+    many test images fall in each bin."""
+    rows, error = evaluation.calibration()
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=(3, 1), sharex=True)
+    middles = [(row["low"] + row["high"]) / 2 for row in rows]
+    top.bar(middles, [row["accuracy"] for row in rows], width=0.09, color="tab:blue", label="accuracy in the bin")
+    top.plot([row["confidence"] for row in rows], [row["accuracy"] for row in rows], "o", color="tab:orange",
+             label="mean confidence in the bin")
+    top.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.legend(fontsize=8, loc="upper left")
+    top.set_title(f"{Path(evaluation.path).name}: expected calibration error {error:.3f}")
+    bottom.bar(middles, [row["count"] for row in rows], width=0.09, color="gray")
+    bottom.set_xlabel("probability of the predicted class")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
+    return save(figure, path)
+
+
+def accuracy_chart(rows: list[dict], path: Path) -> Path:
+    """Each model's test accuracy as a bar, with its 95% interval (megaTest's rows)."""
+    figure, axis = plt.subplots(figsize=(max(5, 1.6 * len(rows) + 2), 4))
+    names = [row["model"] for row in rows]
+    accuracies = [row["accuracy"] for row in rows]
+    errors = [[a - row["accuracy_low"] for a, row in zip(accuracies, rows, strict=True)],
+              [row["accuracy_high"] - a for a, row in zip(accuracies, rows, strict=True)]]
+    axis.bar(names, accuracies, yerr=errors, capsize=6, color="tab:blue")
+    for k, accuracy in enumerate(accuracies):
+        axis.annotate(f"{accuracy:.3f}", (k, accuracy), xytext=(12, 4), textcoords="offset points", fontsize=9)
+    axis.set_ylim(max(0.0, min(row["accuracy_low"] for row in rows) - 0.1), 1)
+    axis.set_ylabel("test accuracy")
+    axis.grid(axis="y", alpha=0.3)
+    return save(figure, path)
+
+
+def mistakes_grid(pictures: list[Image.Image], path: Path, columns: int = 2) -> Path | None:
+    """Side-by-side Grad-CAM pictures (tinynet.gradcam.explained) in a grid, as one PNG; None if none."""
+    if not pictures:
+        return None
+    width, height = pictures[0].size
+    rows = -(-len(pictures) // columns)
+    sheet = Image.new("RGB", (columns * width + (columns - 1) * 16, rows * (height + 16)), "white")
+    for k, picture in enumerate(pictures):
+        sheet.paste(picture, ((k % columns) * (width + 16), (k // columns) * (height + 16)))
+    sheet.save(path)
+    return path
 
 
 def learning_curves(model_paths: list[str], path: Path) -> Path | None:
