@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tinynet import cli, plots, report
-from tinynet.evaluation import add_eval_args, evaluate, load_test_data, report_files, table
+from tinynet.evaluation import add_eval_args, evaluate, load_test_data, pass_runner, report_files, table
 from tinynet.gradcam import GradCam, explained
 from tinynet.model import check_num_classes, load_saved_model
 from tinynet.runfiles import read_sidecar
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         model.summary()
 
         # One pass over the test set; every number and picture below comes from it.
-        result = evaluate(path, model, data.images, data.labels, data.class_names, args.batch_size)
+        forward = pass_runner(model, data.images, args.batch_size, args.runtime)
+        result = evaluate(path, model, data.images, data.labels, data.class_names, args.batch_size, forward)
         low, high = result.accuracy_interval()
         print(f"test loss {result.loss:.4f}, accuracy {result.accuracy:.4f} (95% interval {low:.3f} to {high:.3f}), "
               f"top-3 accuracy {result.top3_accuracy:.4f}, calibration error {result.calibration()[1]:.3f}")

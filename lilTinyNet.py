@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinynet import cli
+from tinynet import cli, runtime
 from tinynet.batches import in_batches
 from tinynet.data import (
     Dataset,
@@ -102,6 +102,7 @@ def parse_args(argv: list[str] | None = None):
                        help="where streamed images' features are written (default: <output>.features/ beside "
                             "the model); removed at the end")
     group.add_argument("--keep-cache", action="store_true", help="keep the streamed features' files")
+    runtime.add_runtime_arg(group)
     cli.add_training_args(
         parser, "training (blocks and original heads)",
         epochs=f"{EPOCHS}, more on a small set so that the head trains at least {MIN_HEAD_STEPS} steps",
@@ -144,21 +145,28 @@ def main(argv: list[str] | None = None) -> dict:
     trainable, frozen = count_weights(model)
     print(f"model: {model.name}, {trainable:,} trainable and {frozen:,} frozen parameters")
 
+    extra_runtime: dict[str, str] = {}
     # What trains: with the feature cache, the classifier alone on features computed once;
     # without it, the whole model on images, every epoch going through the base again.
     if args.feature_cache:
-        print("features: one forward pass of the frozen base over every image")
         with timed(times, "features"):
             with strategy.scope():
                 extractor = feature_extractor(model)
             pass_batch_size = PASS_BATCH_SIZE * strategy.num_replicas_in_sync
             cache = Path(args.cache_dir or Path(args.output).with_suffix(".features"))
-            if data.streamed:  # features into files; images that cannot be read are left out
-                inputs, splits = features_in_files(extractor, data, splits, pass_batch_size, cache)
-            elif shard:  # each process computes its share, and all get every feature
+            if shard:  # each process computes its share, and all get every feature
+                print("features: one forward pass of the frozen base over every image, shared by the processes")
                 inputs = features_of_all(extractor, splits.images, PASS_BATCH_SIZE, strategy)
-            else:
-                inputs = {split: extract_features(extractor, x, pass_batch_size) for split, x in splits.images.items()}
+            else:  # on LiteRT where it is faster and gives the same features (tinynet.runtime)
+                probe = take(splits.images["train"], np.arange(min(pass_batch_size, counts["train"])))
+                forward = runtime.runner(extractor, probe, sum(counts.values()), args.runtime)
+                extra_runtime = {"runtime": forward.name}
+                print(f"features: one forward pass of the frozen base over every image, on {forward.name}")
+                if data.streamed:  # features into files; images that cannot be read are left out
+                    inputs, splits = features_in_files(extractor, data, splits, pass_batch_size, cache, forward)
+                else:
+                    inputs = {split: extract_features(extractor, x, pass_batch_size, call=forward)
+                              for split, x in splits.images.items()}
         net = model.get_layer("classifier")
     else:
         inputs, net = splits.images, model
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows, extra = train_in_epochs(net, inputs, labels, args, batch_size, learning_rate, shard,
                                           writes_output(strategy))
     extra["head"] = head
+    extra.update(extra_runtime)
 
     # Evaluate the best weights on validation, and once on test.
     with timed(times, "evaluate"):
@@ -198,12 +207,12 @@ def main(argv: list[str] | None = None) -> dict:
     return info
 
 
-def features_in_files(extractor: keras.Model, data: Dataset, splits: Splits, batch_size: int, cache: Path
-                      ) -> tuple[dict[str, FeatureFile], Splits]:
+def features_in_files(extractor: keras.Model, data: Dataset, splits: Splits, batch_size: int, cache: Path,
+                      forward: runtime.Runner) -> tuple[dict[str, FeatureFile], Splits]:
     """The forward pass over streamed images, each split's features into a file in `cache`;
     returns the files and the splits without the images that could not be read."""
     print(f"features: streamed into {cache}/")
-    passes = {split: stream_features(extractor, images, batch_size, cache / f"{split}.f32")
+    passes = {split: stream_features(extractor, images, batch_size, cache / f"{split}.f32", forward)
               for split, images in splits.images.items()}
     splits = drop_unreadable(data, splits, {split: readable for split, (_, readable) in passes.items()})
     return {split: features for split, (features, _) in passes.items()}, splits

@@ -22,7 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from tinynet import cli, plots, report
-from tinynet.evaluation import add_eval_args, evaluate, latency_ms, load_test_data, model_facts, table, throughput
+from tinynet.evaluation import (
+    add_eval_args,
+    compiled_call,
+    evaluate,
+    latency_ms,
+    load_test_data,
+    model_facts,
+    pass_runner,
+    table,
+    throughput,
+)
 from tinynet.model import check_num_classes, load_saved_model
 from tinynet.runfiles import read_sidecar
 from tinynet.streaming import take
@@ -32,7 +42,7 @@ COLUMNS = [("model", "model", ""), ("accuracy", "accuracy", ".4f"), ("interval",
            ("gain_over_base", "gain", "+.4f"),
            ("loss", "loss", ".4f"), ("top3_accuracy", "top-3", ".4f"), ("total_params", "params", ","),
            ("trainable_params", "trainable", ","), ("file_mb", "MB", ".1f"),
-           ("images_per_s", "images/s @256", ".0f"), ("latency_ms", "latency ms", ".1f")]
+           ("runtime", "runtime", ""), ("images_per_s", "images/s @256", ".0f"), ("latency_ms", "latency ms", ".1f")]
 
 
 def parse_args(argv: list[str] | None = None):
@@ -58,12 +68,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for path, model in models.items():
         check_num_classes(model, data.num_classes, path)
-        result = evaluate(path, model, images, labels, data.class_names, args.batch_size)
+        forward = pass_runner(model, images, args.batch_size, args.runtime, len(in_memory))
+        result = evaluate(path, model, images, labels, data.class_names, args.batch_size, forward)
         low, high = result.accuracy_interval()
         rows.append({"model": path, "stage": read_sidecar(path).get("stage"), "accuracy": result.accuracy,
                      "accuracy_low": low, "accuracy_high": high, "interval": f"{low:.3f} to {high:.3f}",
                      "loss": result.loss, "top3_accuracy": result.top3_accuracy, **model_facts(path, model),
-                     "images_per_s": throughput(model, in_memory), "latency_ms": latency_ms(model, in_memory[0])})
+                     "runtime": forward.name, "images_per_s": throughput(forward, in_memory),
+                     "latency_ms": latency_ms(forward if forward.name == "litert" else compiled_call(model),
+                                              in_memory[0])})
 
     # The gain is measured against the model whose sidecar says "base", else the first one.
     base = next((row for row in rows if row["stage"] == "base"), rows[0])

@@ -25,6 +25,7 @@ from tinynet.gradcam import GradCam, save_overlay
 from tinynet.model import load_saved_model
 from tinynet.prediction import classify, find_images
 from tinynet.runfiles import read_sidecar
+from tinynet.runtime import add_runtime_arg
 
 
 def parse_args(argv: list[str] | None = None):
@@ -33,6 +34,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--model", default="cifar10_finetuned_lilTinyNet.h5", help="a model the kit saved")
     parser.add_argument("--top", type=cli.positive_int, default=3, help="classes shown per image")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64, help="images per forward pass")
+    add_runtime_arg(parser)
     output = parser.add_argument_group("output").add_mutually_exclusive_group()
     output.add_argument("--json", metavar="PATH", help="also write every image's top classes here as JSON")
     output.add_argument("--csv", metavar="PATH", help="also write them here as CSV, one row per image")
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # Classify in chunks; each image's classes ranked by probability.
     grad_cam = GradCam(model) if heat_map_dir else None
     rows = []
-    for names, images, probabilities in classify(model, files, args.batch_size):
+    for names, images, probabilities in classify(model, files, args.batch_size, args.runtime):
         ranked = np.argsort(-probabilities, axis=1)[:, :args.top]
         heat_maps = grad_cam.heat_maps(images, ranked[:, 0]) if grad_cam else [None] * len(names)
         for name, image, p, order, heat_map in zip(names, images, probabilities, ranked, heat_maps, strict=True):

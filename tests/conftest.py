@@ -37,13 +37,17 @@ def pytest_configure(config):
     if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     config._jax_cache = tempfile.mkdtemp(prefix="tinynet-jax-cache-")
-    os.environ.update({"JAX_COMPILATION_CACHE_DIR": config._jax_cache, **JAX_CACHE_VARIABLES})
+    # LiteRT conversions (tinynet.runtime) are cached in the session's own folder, not the user's.
+    config._cache_home = tempfile.mkdtemp(prefix="tinynet-cache-")
+    os.environ.update({"JAX_COMPILATION_CACHE_DIR": config._jax_cache, "XDG_CACHE_HOME": config._cache_home,
+                       **JAX_CACHE_VARIABLES})
 
 
 def pytest_unconfigure(config):
     if getattr(config, "_jax_cache", None):
         shutil.rmtree(config._jax_cache, ignore_errors=True)
-        for name in ("JAX_COMPILATION_CACHE_DIR", *JAX_CACHE_VARIABLES):
+        shutil.rmtree(config._cache_home, ignore_errors=True)
+        for name in ("JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME", *JAX_CACHE_VARIABLES):
             os.environ.pop(name, None)
 
 

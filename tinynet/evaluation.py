@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinynet import backend
+from tinynet import backend, runtime
 from tinynet.batches import in_batches
 from tinynet.data import load_recorded
 from tinynet.runfiles import read_sidecar
-from tinynet.streaming import ImageFiles
+from tinynet.streaming import ImageFiles, take
 
 STANDARD_MODELS = ["cifar10_lilTinyNet.h5", "cifar10_finetuned_lilTinyNet.h5"]
 
@@ -30,6 +30,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
                        help="as the training scripts (default: what the first model's sidecar names, "
                             "else the Keras download)")
     group.add_argument("--batch-size", type=int, default=128, help="the original harness evaluated at 128")
+    runtime.add_runtime_arg(group)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Evaluation:
     class_names: list[str]
     seconds: float  # wall time of the pass
     penalty: float = 0.0  # the weights' L2 penalty (the gap head's), which model.evaluate() adds to its loss
+    runtime: str = "tensorflow"  # what ran the pass (tinynet.runtime)
     loss: float = field(init=False)
     accuracy: float = field(init=False)
     top3_accuracy: float = field(init=False)
@@ -130,29 +132,44 @@ class Evaluation:
                 for i, j in zip(*np.unravel_index(cells, off.shape), strict=True) if off[i, j] > 0]
 
 
-def evaluate(path: str, model: keras.Model, images: np.ndarray, labels: np.ndarray, class_names: list[str],
-             batch_size: int) -> Evaluation:
-    """One batched, prefetched pass of the model over the images."""
+def pass_runner(model: keras.Model, images: np.ndarray | ImageFiles, batch_size: int, choice: str,
+                extra_images: int = 0) -> runtime.Runner:
+    """The runtime for a pass of the model over these images (and extra_images more, timed after)."""
+    probe = take(images, np.arange(min(batch_size, len(images))))
+    return runtime.runner(model, probe, len(images) + extra_images, choice)
+
+
+def evaluate(path: str, model: keras.Model, images: np.ndarray | ImageFiles, labels: np.ndarray,
+             class_names: list[str], batch_size: int, forward: runtime.Runner | None = None) -> Evaluation:
+    """One batched, prefetched pass of the model over the images, through `forward` (default:
+    Keras's own predict, tinynet.runtime)."""
+    forward = forward or runtime.tensorflow_runner(model)
     batches = in_batches(images, batch_size)
-    model.predict(batches.take(1), verbose=0)  # warm-up: trace once, outside the timing
+    forward(next(iter(batches)).numpy())  # warm-up: trace once, outside the timing
+    progress = keras.utils.Progbar(len(labels), unit_name="image")
     start = time.perf_counter()
-    probabilities = model.predict(batches, verbose=1)
+    probabilities = []
+    for batch in batches:
+        probabilities.append(forward(batch.numpy()))
+        progress.add(len(batch))
     seconds = time.perf_counter() - start
     penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses))
-    return Evaluation(path, probabilities, np.asarray(labels).reshape(-1), class_names, seconds, penalty)
+    return Evaluation(path, np.concatenate(probabilities), np.asarray(labels).reshape(-1), class_names, seconds,
+                      penalty, forward.name)
 
 
-def throughput(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> float:
-    """Images per second of model.predict at batch_size on images already in memory, after a warm-up."""
-    model.predict(images[:batch_size], batch_size=batch_size, verbose=0)
+def throughput(forward: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int = 256) -> float:
+    """Images per second of a forward pass at batch_size on images already in memory, after a warm-up."""
+    forward(images[:batch_size])
     start = time.perf_counter()
-    model.predict(images, batch_size=batch_size, verbose=0)
+    for first in range(0, len(images), batch_size):
+        forward(images[first:first + batch_size])
     return len(images) / (time.perf_counter() - start)
 
 
-def latency_ms(model: keras.Model, image: np.ndarray, repeats: int = 30) -> float:
-    """Median milliseconds for one image through the compiled model (predict() adds per-call overhead)."""
-    infer = compiled_call(model)
+def latency_ms(infer: Callable[[np.ndarray], np.ndarray], image: np.ndarray, repeats: int = 30) -> float:
+    """Median milliseconds for one image through a forward pass (compiled_call for Keras's own:
+    predict() adds per-call overhead)."""
     batch = image[None]
     infer(batch)  # warm-up: trace
     times = []

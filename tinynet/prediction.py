@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tinynet import runtime
 from tinynet.errors import UserError
 from tinynet.images import decode_all, image_shape, is_image_file, keeps_size, stack_images
 from tinynet.model import input_settings
@@ -43,15 +44,17 @@ def find_images(inputs: list[str]) -> list[tuple[str, Reader]]:
     return found
 
 
-def classify(model: keras.Model, files: list[tuple[str, Reader]], batch_size: int
+def classify(model: keras.Model, files: list[tuple[str, Reader]], batch_size: int, choice: str = "auto"
              ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
     """(names, images, probabilities) for each chunk of files, the images at the model's input as
-    the evaluators give them; an unreadable file is a warning and is left out."""
+    the evaluators give them, on the runtime `choice` asks for (tinynet.runtime); an unreadable
+    file is a warning and is left out."""
     image_size, square = input_settings(model)
     # As the data loader: unless every image keeps one shape, those kept small are resized too.
     shapes = {shape if keeps_size(*shape, image_size) else (image_size, image_size)
               for shape in (image_shape(read()) for _, read in files) if shape}
     progress = keras.utils.Progbar(len(files), unit_name="image") if len(files) > CHUNK else None
+    forward = None
     for start in range(0, len(files), CHUNK):
         chunk = files[start:start + CHUNK]
         images = decode_all([read() for _, read in chunk], image_size, square)
@@ -61,6 +64,9 @@ def classify(model: keras.Model, files: list[tuple[str, Reader]], batch_size: in
         kept = [(name, image) for (name, _), image in zip(chunk, images, strict=True) if image is not None]
         if kept:
             batch = stack_images([image for _, image in kept], image_size, len(shapes) == 1)
-            yield [name for name, _ in kept], batch, model.predict(batch, batch_size=batch_size, verbose=0)
+            forward = forward or runtime.runner(model, batch[:batch_size], len(files), choice)
+            probabilities = np.concatenate([forward(batch[first:first + batch_size])
+                                            for first in range(0, len(batch), batch_size)])
+            yield [name for name, _ in kept], batch, probabilities
         if progress:
             progress.update(start + len(chunk))

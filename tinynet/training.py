@@ -83,11 +83,12 @@ def extract_features(extractor: keras.Model, images: np.ndarray, batch_size: int
     return features
 
 
-def stream_features(extractor: keras.Model, images: ImageFiles, batch_size: int, path: Path
-                    ) -> tuple[FeatureFile, np.ndarray]:
+def stream_features(extractor: keras.Model, images: ImageFiles, batch_size: int, path: Path,
+                    call: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[FeatureFile, np.ndarray]:
     """The forward pass over images read from their files, STREAM_CHUNK at a time, the next chunk
-    decoded on another thread while the base runs on this one. The features go to a file at
-    `path`; unreadable images are left out. Returns the file and a mask of the images it holds."""
+    decoded on another thread while the base runs on this one (through `call`, as extract_features).
+    The features go to a file at `path`; unreadable images are left out. Returns the file and a
+    mask of the images it holds."""
     features = FeatureFile(path, extractor.output_shape[1:])
     readable = np.zeros(len(images), dtype=bool)
     progress = keras.utils.Progbar(len(images), unit_name="image")
@@ -97,7 +98,7 @@ def stream_features(extractor: keras.Model, images: ImageFiles, batch_size: int,
             batch, readable[start:start + STREAM_CHUNK] = pending.result()
             pending = reader.submit(images.read, np.arange(start + STREAM_CHUNK,
                                                            min(start + 2 * STREAM_CHUNK, len(images))))
-            features.append(extract_features(extractor, batch, batch_size, progress))
+            features.append(extract_features(extractor, batch, batch_size, progress, call))
             progress.add(int(np.sum(~readable[start:start + STREAM_CHUNK])))
     return features, readable
 
