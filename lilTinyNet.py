@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinynet import cli, runtime
+from tinynet import calibration, cli, runtime
 from tinynet.batches import in_batches
 from tinynet.data import (
     Dataset,
@@ -65,6 +65,7 @@ from tinynet.training import (
     evaluate_splits,
     extract_features,
     report_divergence,
+    split_probabilities,
     steps_per_call,
     stream_features,
     timed,
@@ -187,9 +188,12 @@ def main(argv: list[str] | None = None) -> dict:
     extra["head"] = head
     extra.update(extra_runtime)
 
-    # Evaluate the best weights on validation, and once on test.
+    # Evaluate the best weights on validation, and once on test; fit the temperature that makes its
+    # probabilities honest on validation (tinynet.calibration).
     with timed(times, "evaluate"):
         metrics = evaluate_splits(net, inputs, labels, batch_size, shard)
+        extra["calibration"] = calibration.fit(split_probabilities(net, inputs["val"], batch_size, shard),
+                                               splits.labels["val"])
         if args.feature_cache and not shard:
             first = np.arange(min(CHECK_IMAGES, len(labels["test"])))
             check_cached_head_matches(model, net, take(images["test"], first), take(inputs["test"], first))

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from tinynet import cli
+from tinynet import calibration, cli
 from tinynet.batches import AUGMENTATIONS, default_augmentation
 from tinynet.data import load_recorded_data, one_hot, split_recorded
 from tinynet.devices import add_device_args, batch_slice, jit_compile, saving, scaled, set_up, writes_output
@@ -45,6 +45,7 @@ from tinynet.training import (
     epoch_steps,
     evaluate_splits,
     report_divergence,
+    split_probabilities,
     timed,
     train,
 )
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Evaluate the best weights, on un-augmented validation and test images.
     with timed(times, "evaluate"):
         metrics = evaluate_splits(model, images, labels, batch_size, shard)
+        calibrated = calibration.fit(split_probabilities(model, images["val"], batch_size, shard),
+                                     splits.labels["val"])
 
     # Save, compiled for evaluate(), with the sidecar (one process writes).
     info = {"metrics": metrics}
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             info = finish(model, "finetune", args, learning_rate, data, splits, seed, run.rows, metrics, times,
                           started, best_epoch=run.best_epoch, augment=augment, base=str(args.base),
                           base_val_accuracy=base_val["accuracy"], base_metrics=base_info.get("metrics"),
-                          unfrozen_layers=unfrozen)
+                          unfrozen_layers=unfrozen, calibration=calibrated)
             base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
             print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
                   f"after {len(run.rows)} epochs (best: {run.best_epoch}) in {times['total']:.0f} s")

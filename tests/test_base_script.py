@@ -23,6 +23,9 @@ def test_writes_the_model_the_sidecar_and_a_summary(base_run):
     assert 1 <= len(info["history"]) <= 4 and {"loss", "val_accuracy", "learning_rate"} <= set(info["history"][0])
     assert {"features", "train", "save", "total"} <= set(info["times"])
     assert info["metrics"]["test"]["accuracy"] > 0.3, "pretrained features must beat chance (0.1) clearly"
+    fitted = info["calibration"]
+    assert fitted["temperature"] > 0 and fitted["val_loss_after"] <= fitted["val_loss_before"]
+    assert 0 <= fitted["min_confidence"] <= 1
     assert "test accuracy" in result.stdout and str(output) in result.stdout
     assert (output.parent / "logs" / "epochs.csv").exists()
     assert not output.with_suffix(".state").exists(), "checkpoints of a finished run are cleaned up"

@@ -53,6 +53,7 @@ def test_sidecar_records_the_run_and_metrics_are_of_unaugmented_images(finetuned
     assert not any("BN" in name for name in info["unfrozen_layers"])
     assert len(info["history"]) == 2 and info["history"][0]["learning_rate"] > 0
     assert info["augment"] == "crop", "images held at the input size (32 pixels here) are zoomed into, as photos"
+    assert info["calibration"]["val_loss_after"] <= info["calibration"]["val_loss_before"]
     assert "base" in result.stdout and "fine-tuned" in result.stdout
     code = f"""
 import json, keras

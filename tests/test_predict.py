@@ -15,9 +15,11 @@ from conftest import CLASSES, class_images, png_bytes, run_main
 from PIL import Image
 
 import predict
+from tinynet.calibration import calibrated
 from tinynet.evaluation import evaluate, load_test_data
 from tinynet.gradcam import GradCam
 from tinynet.model import build_model
+from tinynet.runfiles import read_sidecar
 
 
 def test_predicting_the_test_files_gives_the_evaluators_accuracy(tiny_base, tiny_tree, tmp_path):
@@ -30,12 +32,23 @@ def test_predicting_the_test_files_gives_the_evaluators_accuracy(tiny_base, tiny
     guessed = [CLASSES.index(row["top"][0]["class"]) for row in rows]
     assert len(rows) == len(expected.labels) == 15
     assert np.mean(np.equal(truth, guessed)) == expected.accuracy
-    assert [row["top"][0]["probability"] for row in rows] == pytest.approx(expected.probabilities.max(1), abs=1e-6)
+    temperature = read_sidecar(tiny_base)["calibration"]["temperature"]
+    assert [row["top"][0]["probability"] for row in rows] == pytest.approx(
+        calibrated(expected.probabilities, temperature).max(1), abs=1e-6), "the evaluator's, calibrated"
     with open(tmp_path / "p.csv") as table:
         written = list(csv.DictReader(table))
     assert [r["class_1"] for r in written] == [row["top"][0]["class"] for row in rows]
-    assert set(written[0]) == {"path", "class_1", "probability_1", "class_2", "probability_2", "class_3",
+    assert [r["unsure"] for r in written] == [str(int(row["unsure"])) for row in rows]
+    assert set(written[0]) == {"path", "unsure", "class_1", "probability_1", "class_2", "probability_2", "class_3",
                                "probability_3"}
+
+
+def test_below_the_minimum_confidence_the_answer_is_unsure(tiny_base, tiny_tree, capsys):
+    folder = str(tiny_tree / "test" / "cat")
+    assert not any(row["unsure"] for row in predict.main([folder, "--model", str(tiny_base), "--min-confidence", "0"]))
+    rows = predict.main([folder, "--model", str(tiny_base), "--min-confidence", "1"])
+    assert all(row["unsure"] for row in rows) and len(rows) == 5
+    assert capsys.readouterr().out.count("unsure, best guesses: ") == 5
 
 
 def test_files_folders_archives_and_globs(tiny_base, tmp_path, capsys):
@@ -59,7 +72,8 @@ def test_files_folders_archives_and_globs(tiny_base, tmp_path, capsys):
     out = capsys.readouterr().out
     first, second = rows[-1]["top"]
     shown = [rf"{t['class']} \({t['probability']:.2f}\)" for t in (first, second)]
-    assert re.search(rf"{single} +{shown[0]}  {shown[1]}\n", out), "a line per image: path, classes, probabilities"
+    unsure = "unsure, best guesses: " if rows[-1]["unsure"] else ""
+    assert re.search(rf"{single} +{unsure}{shown[0]}  {shown[1]}\n", out), "a line per image: path, classes, odds"
 
 
 def test_an_unreadable_file_is_a_warning_and_the_others_are_classified(tiny_base, tmp_path, capsys):

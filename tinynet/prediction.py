@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from tinynet import runtime
+from tinynet.calibration import calibrated
 from tinynet.errors import UserError
 from tinynet.images import decode_all, image_shape, is_image_file, keeps_size, stack_images
 from tinynet.model import input_settings
@@ -70,3 +71,15 @@ def classify(model: keras.Model, files: list[tuple[str, Reader]], batch_size: in
             yield [name for name, _ in kept], batch, probabilities
         if progress:
             progress.update(start + len(chunk))
+
+
+def answers(probabilities: np.ndarray, class_names: list[str], top: int, calibration: dict,
+            min_confidence: float | None = None) -> list[dict]:
+    """Each image's `top` classes with their probabilities calibrated by the sidecar's temperature
+    (tinynet.calibration), and "unsure" when the first is below min_confidence (default: the
+    sidecar's, chosen on validation; 0 never says it)."""
+    scaled = calibrated(probabilities, calibration.get("temperature", 1.0))
+    floor = calibration.get("min_confidence", 0.0) if min_confidence is None else min_confidence
+    order = np.argsort(-scaled, axis=1)[:, :top]
+    return [{"top": [{"class": class_names[c], "probability": float(p[c])} for c in ranked],
+             "unsure": bool(p[ranked[0]] < floor)} for p, ranked in zip(scaled, order, strict=True)]

@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from tinynet.batches import Rows, epoch_batches, in_batches, sharded_in_batches
-from tinynet.distributed import check_same_everywhere
+from tinynet.distributed import check_same_everywhere, local_call
 from tinynet.errors import UserError
 from tinynet.runfiles import save_arrays, state_dir, write_json
-from tinynet.streaming import FeatureFile, ImageFiles
+from tinynet.streaming import FeatureFile, ImageFiles, take
 
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
 PASS_BATCH_SIZE = 128  # images per step of the forward pass: 256 was slower and took more memory
@@ -57,6 +57,17 @@ def evaluate_splits(model: keras.Model, inputs: dict[str, np.ndarray], labels: d
     return {split: {name: float(value) for name, value in model.evaluate(
         held_out_batches((inputs[split], labels[split]), batch_size, shard), verbose=0, return_dict=True).items()}
         for split in splits}
+
+
+def split_probabilities(model: keras.Model, inputs: Rows, batch_size: int, shard: slice | None = None
+                        ) -> np.ndarray:
+    """The model's outputs for every row of a held-out split, in order (each process computes them
+    all under data-parallel processes: predict() would take its batch for a slice of a global one)."""
+    call = local_call(model) if shard else model.predict_on_batch
+    parts = []
+    for start in range(0, len(inputs), batch_size):
+        parts.append(np.asarray(call(take(inputs, np.arange(start, min(start + batch_size, len(inputs)))))))
+    return np.concatenate(parts)
 
 
 def held_out_batches(arrays: tuple[Rows, Rows], batch_size: int, shard: slice | None) -> tf.data.Dataset:
