@@ -58,19 +58,28 @@ def classify(model: keras.Model, files: list[tuple[str, Reader]], batch_size: in
     forward = None
     for start in range(0, len(files), CHUNK):
         chunk = files[start:start + CHUNK]
-        images = decode_all([read() for _, read in chunk], image_size, square)
-        for (name, _), image in zip(chunk, images, strict=True):
-            if image is None:
+        batch, readable = prepared([read() for _, read in chunk], image_size, square, len(shapes) == 1)
+        for (name, _), ok in zip(chunk, readable, strict=True):
+            if not ok:
                 warn(f"skipped {name}: not a readable image")
-        kept = [(name, image) for (name, _), image in zip(chunk, images, strict=True) if image is not None]
-        if kept:
-            batch = stack_images([image for _, image in kept], image_size, len(shapes) == 1)
+        if len(batch):
             forward = forward or runtime.runner(model, batch[:batch_size], len(files), choice)
             probabilities = np.concatenate([forward(batch[first:first + batch_size])
                                             for first in range(0, len(batch), batch_size)])
-            yield [name for name, _ in kept], batch, probabilities
+            yield [name for (name, _), ok in zip(chunk, readable, strict=True) if ok], batch, probabilities
         if progress:
             progress.update(start + len(chunk))
+
+
+def prepared(contents: list[bytes], image_size: int, square: str, one_shape: bool = True
+             ) -> tuple[np.ndarray, list[bool]]:
+    """Encoded images as the model is given them, as the evaluators give the test set: decoded as
+    the data loader decodes, and (unless all keep one shape) small squares resized to image_size;
+    the readable ones stacked, and which were readable."""
+    images = decode_all(contents, image_size, square)
+    kept = [image for image in images if image is not None]
+    batch = stack_images(kept, image_size, one_shape) if kept else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return batch, [image is not None for image in images]
 
 
 def answers(probabilities: np.ndarray, class_names: list[str], top: int, calibration: dict,
