@@ -30,6 +30,7 @@ RUNTIMES = ("auto", "tensorflow", "litert")
 TOLERANCE = 1e-3  # of the largest output: LiteRT and TensorFlow sum in other orders, nothing more
 CONVERSION_SECONDS = 8  # a little more than a conversion of MobileNetV2 takes on a 2-core CPU (bench_runtime)
 SAVED_SHARE = 0.5  # of TensorFlow's time: LiteRT's pass takes at most half of it (bench_runtime)
+CHECK_IMAGES = 8  # compared with TensorFlow's outputs before a pass is trusted to LiteRT
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "liltinynet" / "litert"
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -63,16 +64,19 @@ def runner(model: keras.Model, probe: np.ndarray, images: int, choice: str = "au
     if choice == "tensorflow":
         return tensorflow_runner(model)
     image_shape = probe.shape[1:]
-    reason = unusable_reason()
+    reason, expected = unusable_reason(), None
     if not reason and choice == "auto" and not is_cached(model, image_shape):
-        reason = not_worth_converting(model, probe, images)
+        reason, expected = not_worth_converting(model, probe, images)
     if not reason:
         try:
             converted_runner = litert_runner(model, image_shape)
         except Exception as error:  # the converter raises many kinds, all meaning "not this model"
             reason = f"the model did not convert ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
         else:
-            reason = disagreement(model, converted_runner, probe)
+            if expected is None:  # called, not traced: a graph traced to run once would cost more than the check
+                probe = probe[:CHECK_IMAGES]
+                expected = keras.ops.convert_to_numpy(model(probe, training=False))
+            reason = disagreement(expected, converted_runner(probe))
             if not reason:
                 return converted_runner
     print(f"note: {'--runtime litert cannot be used' if choice == 'litert' else 'the pass runs on TensorFlow'}: "
@@ -80,16 +84,16 @@ def runner(model: keras.Model, probe: np.ndarray, images: int, choice: str = "au
     return tensorflow_runner(model, reason)
 
 
-def not_worth_converting(model: keras.Model, probe: np.ndarray, images: int) -> str:
+def not_worth_converting(model: keras.Model, probe: np.ndarray, images: int) -> tuple[str, np.ndarray]:
     """Why converting would cost more than it saves on this many images (TensorFlow's time per
-    image timed on the probe), or "" if it pays."""
+    image timed on the probe), or "" if it pays; and TensorFlow's outputs for the probe."""
     model.predict_on_batch(probe)  # traced: the second call is the one timed
     start = time.perf_counter()
-    model.predict_on_batch(probe)
+    expected = np.asarray(model.predict_on_batch(probe))
     saved = images * (time.perf_counter() - start) / len(probe) * SAVED_SHARE
     if saved < CONVERSION_SECONDS:
-        return f"converting to LiteRT would take longer than it saves on {images:,} images"
-    return ""
+        return f"converting to LiteRT would take longer than it saves on {images:,} images", expected
+    return "", expected
 
 
 def unusable_reason() -> str:
@@ -105,11 +109,10 @@ def unusable_reason() -> str:
     return ""
 
 
-def disagreement(model: keras.Model, converted: Runner, probe: np.ndarray) -> str:
+def disagreement(expected: np.ndarray, got: np.ndarray) -> str:
     """Why LiteRT's outputs on the probe batch differ from TensorFlow's, or "" when they agree:
     the same largest output (the class, for a classifier), and every output within TOLERANCE of
     the largest."""
-    expected, got = np.asarray(model.predict_on_batch(probe)), converted(probe)
     scale = float(np.abs(expected).max()) or 1.0
     difference = float(np.abs(got - expected).max()) / scale
     if expected.ndim == 2 and not np.array_equal(got.argmax(1), expected.argmax(1)):
