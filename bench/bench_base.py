@@ -46,8 +46,8 @@ def forward_pass_seconds(image_size: int, alpha: float) -> dict[str, float]:
 
 
 def _forward_pass_seconds(image_size: int, alpha: float) -> dict[str, float]:
+    from tinynet.features import PASS_BATCH_SIZE, extract_features
     from tinynet.model import build_model, feature_extractor
-    from tinynet.training import PASS_BATCH_SIZE, extract_features
 
     data = load_dataset(str(DATA), image_size)
     images = np.concatenate([part.images for part in data.parts.values()])

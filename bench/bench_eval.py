@@ -23,7 +23,7 @@ def passes(models: list[str]) -> dict:
     import keras
 
     from tinynet.data import load_dataset
-    from tinynet.evaluation import evaluate
+    from tinynet.metrics import evaluate
 
     test = load_dataset(str(DATA), 128).parts["test"]
     rows = []

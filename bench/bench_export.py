@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench.common import RESULTS, run_child, save
-from tinynet import exporting
+from tinynet import formats
 from tinynet.data import load_recorded
 from tinynet.runfiles import read_sidecar
 
@@ -35,7 +35,7 @@ def images_per_second(run, images: np.ndarray, batch_size: int, whole: bool = Fa
     count = len(images) if batch_size > 1 else SINGLE_IMAGES
     run(images[:batch_size])
     start = time.perf_counter()
-    outputs = run(images) if whole and batch_size > 1 else exporting.run_in_batches(run, images[:count], batch_size)
+    outputs = run(images) if whole and batch_size > 1 else formats.run_in_batches(run, images[:count], batch_size)
     return count / (time.perf_counter() - start), outputs
 
 
@@ -69,15 +69,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         stem = Path(folder) / "model"
-        command = ["export.py", "--model", args.model, "--format", *exporting.FORMATS, "--output", str(stem)]
+        command = ["export.py", "--model", args.model, "--format", *formats.FORMATS, "--output", str(stem)]
         export_run = run_child(command, RESULTS / "export.log")
-        for fmt in exporting.FORMATS:
-            path = exporting.export_path(stem, fmt)
-            sizes[fmt] = round(exporting.file_bytes(path) / 2**20, 2)
-            rows.append(measure(fmt, exporting.load_runner(fmt, path), images, labels, reference))
+        for fmt in formats.FORMATS:
+            path = formats.export_path(stem, fmt)
+            sizes[fmt] = round(formats.file_bytes(path) / 2**20, 2)
+            rows.append(measure(fmt, formats.load_runner(fmt, path), images, labels, reference))
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(exporting.export_path(stem, "openvino") / "model.xml"), "CPU",
+        compiled = ov.Core().compile_model(str(formats.export_path(stem, "openvino") / "model.xml"), "CPU",
                                            {"INFERENCE_PRECISION_HINT": "bf16"})
         rows.append(measure("openvino-bf16", lambda batch: compiled(batch)[0], images, labels, reference))
 

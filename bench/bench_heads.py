@@ -23,15 +23,10 @@ from keras import layers
 
 from bench.common import DATA, WEIGHTS, save
 from tinynet.data import load_dataset, one_hot, split_data
-from tinynet.model import TAPS, build_base, classifier_layers, compile_model, pooled_cells, scale_and_resize
-from tinynet.training import (
-    HEAD_STEPS_PER_CALL,
-    PASS_BATCH_SIZE,
-    cosine_schedule,
-    evaluate_splits,
-    steps_per_call,
-    train,
-)
+from tinynet.features import PASS_BATCH_SIZE
+from tinynet.model import TAPS, build_base, classifier_layers, pooled_cells, scale_and_resize
+from tinynet.optimizers import compile_model, cosine_schedule
+from tinynet.training import HEAD_STEPS_PER_CALL, evaluate_splits, steps_per_call, train
 
 IMAGE_SIZE, EPOCHS, BATCH_SIZE, LEARNING_RATE, PATIENCE = 128, 10, 256, 2e-3, 3  # lilTinyNet.py's on CIFAR-10
 SEEDS = (0, 1)

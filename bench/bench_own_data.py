@@ -108,8 +108,8 @@ def logistic_regression(sidecar: Path, alpha: float = 0.35) -> dict:
 def pooled_regression(data, splits, alpha: float = 0.35) -> dict:
     from sklearn.linear_model import LogisticRegression
 
+    from tinynet.features import extract_features
     from tinynet.model import build_model, feature_extractor
-    from tinynet.training import extract_features
 
     extractor = feature_extractor(build_model(data.num_classes, data.image_size, alpha, str(weights(alpha)), "gap",
                                               data.square))

@@ -36,8 +36,8 @@ def front_passes(source: str, alpha: float, image_size: int) -> dict:
     """The feature pass over every image on each runtime, after a warm-up of each."""
     from tinynet import runtime
     from tinynet.data import load_dataset
+    from tinynet.features import PASS_BATCH_SIZE, extract_features
     from tinynet.model import build_model, feature_extractor
-    from tinynet.training import PASS_BATCH_SIZE, extract_features
 
     data = load_dataset(source, image_size)
     images = np.concatenate([part.images for part in data.parts.values()])
@@ -64,7 +64,7 @@ def model_passes(model_path: str, source: str, image_size: int) -> dict:
 
     from tinynet import runtime
     from tinynet.data import load_dataset
-    from tinynet.evaluation import compiled_call, evaluate, latency_ms, throughput
+    from tinynet.metrics import compiled_call, evaluate, latency_ms, throughput
 
     model = keras.models.load_model(model_path)
     test = load_dataset(source, image_size).parts["test"]

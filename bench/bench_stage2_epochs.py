@@ -42,21 +42,14 @@ RULES = ("kit", "last", "val_loss", "val_loss_no_worse", "best_latest", "accurac
 
 def every_epoch(base: str, output: str, finetune: list[str]) -> tuple[list[dict], dict[str, dict]]:
     """Stage 2 run to the end of its schedule; each epoch's scores, epoch 0 the base, and each mix's."""
-    import lilTinyNet_finetuner
+    from tinynet import stage2
     from tinynet.data import load_recorded
     from tinynet.model import load_saved_model
     from tinynet.runfiles import read_sidecar
-    from tinynet.training import RunCheckpoint
 
-    kept: list[dict[str, np.ndarray]] = []
-    end_of_epoch = RunCheckpoint.on_epoch_end
-
-    def keeping(self, epoch, logs=None):  # the finetuner keeps the best epoch only: keep them all
-        kept.append({variable.path: variable.numpy() for variable in self.model.weights})
-        end_of_epoch(self, epoch, logs)
-
-    RunCheckpoint.on_epoch_end = keeping
-    lilTinyNet_finetuner.main(["--base", base, "--output", output, *finetune])
+    kept: list[dict[str, np.ndarray]] = []  # stage 2 keeps its best epoch only: keep them all
+    stage2.main(["--base", base, "--output", output, *finetune],
+                on_epoch=lambda epoch, model: kept.append({v.path: v.numpy() for v in model.weights}))
     data, splits = load_recorded(read_sidecar(base)["data"])
     model = load_saved_model(base)
     kept.insert(0, {variable.path: variable.numpy() for variable in model.weights})

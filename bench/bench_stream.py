@@ -67,8 +67,8 @@ def pass_rates(root: Path, count: int, alpha: float) -> dict:
 
 def _pass_rate(root: str, count: int, alpha: float, stream: str) -> dict:
     from tinynet.data import load_dataset
+    from tinynet.features import PASS_BATCH_SIZE, extract_features, stream_features
     from tinynet.model import build_model, feature_extractor
-    from tinynet.training import PASS_BATCH_SIZE, extract_features, stream_features
 
     images = load_dataset(root, 224, "crop", stream).parts["train"].images[:count]
     extractor = feature_extractor(build_model(10, 224, alpha, str(weights(alpha)), "blocks"))

@@ -18,7 +18,7 @@ import requests
 from conftest import ROOT, browser_page
 from PIL import Image
 
-import predict
+from tinynet import predict
 
 pytest.importorskip("gradio", reason="app.py needs requirements-app.txt")
 

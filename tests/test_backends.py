@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from lilTinyNet import preprocess_data
-from tinynet.data import load_dataset
+from tinynet.data import load_dataset, preprocess_data
 
 pytest.importorskip("jax")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import run_main, run_script
 
-import lilTinyNet
+from tinynet import stage1
 
 SIDECAR_KEYS = {"stage", "settings", "class_names", "data", "history", "metrics", "times", "versions"}
 
@@ -51,7 +51,7 @@ print(json.dumps([loss, accuracy]))
 
 
 def test_help_lists_the_flags(capsys):
-    assert run_main(lilTinyNet.main, "--help") == 0
+    assert run_main(stage1.main, "--help") == 0
     out = capsys.readouterr().out
     for flag in ("--data-dir", "--alpha", "--weights", "--image-size", "--epochs", "--batch-size", "--val-split",
                  "--seed", "--head", "--test-split", "--square", "--output", "--no-feature-cache", "--log-dir"):
@@ -59,5 +59,5 @@ def test_help_lists_the_flags(capsys):
 
 
 def test_a_missing_data_dir_is_one_line_and_exit_2(tmp_path, capsys):
-    assert run_main(lilTinyNet.main, "--data-dir", str(tmp_path / "nowhere"), "--weights", "none") == 2
+    assert run_main(stage1.main, "--data-dir", str(tmp_path / "nowhere"), "--weights", "none") == 2
     assert capsys.readouterr().err == f"error: --data-dir {tmp_path / 'nowhere'} does not exist\n"

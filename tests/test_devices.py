@@ -27,7 +27,8 @@ multiworker = tf.distribute.MultiWorkerMirroredStrategy  # the real thing, past 
 strategy = multiworker() if strategy_name == "multiworker" else make_strategy(strategy_name)
 import keras
 from conftest import class_images
-from tinynet.model import build_model, compile_model, feature_extractor, unfreeze
+from tinynet.model import build_model, feature_extractor, unfreeze
+from tinynet.optimizers import compile_model
 from tinynet.data import one_hot
 from tinynet.training import train
 keras.utils.set_random_seed(0)

@@ -12,8 +12,7 @@ import pytest
 from conftest import ROOT, browser_page, run_main, run_script
 from PIL import Image
 
-import evaluator_lilTinyNet_finetuned
-import megaTest
+from tinynet import compare, evaluate
 from tinynet.runfiles import read_sidecar
 
 
@@ -122,7 +121,7 @@ def test_without_graphviz_the_summary_is_written_instead(models, tmp_path):
     assert "mobilenetv2" in summary.read_text() and not summary.with_suffix(".png").exists()
 
 
-@pytest.mark.parametrize("script", [megaTest, evaluator_lilTinyNet_finetuned])
+@pytest.mark.parametrize("script", [compare, evaluate])
 def test_a_missing_model_is_one_line_and_a_non_zero_exit(script, models, tmp_path, capsys):
     missing = tmp_path / "cifar10_finetuned_lilTinyNet.h5"
     assert run_main(script.main, "--models", models[0], str(missing)) == 2
@@ -131,8 +130,8 @@ def test_a_missing_model_is_one_line_and_a_non_zero_exit(script, models, tmp_pat
 
 
 @pytest.mark.parametrize(("script", "flags", "words"), [
-    (megaTest, ["--json", "/nowhere/numbers.json"], "folder /nowhere does not exist"),
-    (evaluator_lilTinyNet_finetuned, ["--out-dir", "/proc/reports"], "--out-dir /proc/reports: cannot write"),
+    (compare, ["--json", "/nowhere/numbers.json"], "folder /nowhere does not exist"),
+    (evaluate, ["--out-dir", "/proc/reports"], "--out-dir /proc/reports: cannot write"),
 ])
 def test_an_unwritable_output_stops_before_any_work(script, flags, words, models, capsys):
     assert run_main(script.main, "--models", *models, *flags) == 2

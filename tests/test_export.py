@@ -10,23 +10,22 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_main
 
-import export
-from tinynet import exporting
+from tinynet import export, formats
 from tinynet.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_base, tmp_path_factory):
     stem = tmp_path_factory.mktemp("exports") / "tiny"
-    checks = export.main(["--model", str(tiny_base), "--format", *exporting.FORMATS, "--output", str(stem)])
+    checks = export.main(["--model", str(tiny_base), "--format", *formats.FORMATS, "--output", str(stem)])
     return stem, checks
 
 
 def test_every_format_is_written_with_its_check(exported):
     stem, checks = exported
-    assert [c["format"] for c in checks] == list(exporting.FORMATS)
+    assert [c["format"] for c in checks] == list(formats.FORMATS)
     for check in checks:
-        path = exporting.export_path(stem, check["format"])
+        path = formats.export_path(stem, check["format"])
         assert path.exists() and check["passed"], check
         assert json.loads((path.parent / f"{path.name}.check.json").read_text()) == check
         assert check["images"] == 15, "the whole (tiny) test set"
@@ -40,8 +39,8 @@ def test_float_exports_match_keras_and_int8_is_smaller(exported, tiny_base):
         assert by_format[fmt]["top_class_agreement"] == 1.0
         assert by_format[fmt]["max_probability_difference"] <= 1e-4
     assert by_format["tflite-int8"]["accuracy"] >= by_format["tflite-int8"]["keras_accuracy"] - 0.01
-    int8 = exporting.export_path(stem, "tflite-int8").stat().st_size
-    assert int8 < exporting.export_path(stem, "tflite").stat().st_size / 2
+    int8 = formats.export_path(stem, "tflite-int8").stat().st_size
+    assert int8 < formats.export_path(stem, "tflite").stat().st_size / 2
     assert int8 < tiny_base.stat().st_size / 2
 
 
@@ -54,7 +53,7 @@ def test_int8_is_judged_with_the_test_sets_size_in_mind():
         right = np.r_[np.zeros(lost, bool), np.ones(gained, bool), np.ones(100, bool)]
         keras_right, right = (np.r_[r, np.zeros(200 - len(r), bool)] for r in (keras_right, right))
         as_probabilities = lambda correct: np.eye(3)[np.where(correct, 0, 1)]  # noqa: E731
-        return exporting.compare("tflite-int8", as_probabilities(right), as_probabilities(keras_right), labels)
+        return formats.compare("tflite-int8", as_probabilities(right), as_probabilities(keras_right), labels)
 
     small = int8_check(3, 0)
     assert small["passed"] and small["accuracy"] == small["keras_accuracy"] - 0.015
@@ -72,7 +71,7 @@ def test_an_export_runs_in_a_fresh_process_without_tensorflow_or_keras(exported)
 import sys, numpy as np
 sys.modules["tensorflow"] = sys.modules["keras"] = None  # importing either now fails
 from ai_edge_litert.interpreter import Interpreter
-interpreter = Interpreter(model_path={str(exporting.export_path(stem, "tflite"))!r})
+interpreter = Interpreter(model_path={str(formats.export_path(stem, "tflite"))!r})
 interpreter.allocate_tensors()
 source = interpreter.get_input_details()[0]
 interpreter.set_tensor(source["index"], np.zeros(source["shape"], np.uint8))
@@ -87,7 +86,7 @@ print(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).sum()
 @pytest.mark.slow
 def test_a_failed_check_writes_nothing(tiny_base, tmp_path, monkeypatch):
     """An export that disagrees with Keras is removed, not reported written, and the run fails."""
-    monkeypatch.setattr(exporting, "run_in_batches", lambda run, images: np.full((len(images), 3), 1 / 3))
+    monkeypatch.setattr(formats, "run_in_batches", lambda run, images: np.full((len(images), 3), 1 / 3))
     with pytest.raises(UserError, match="savedmodel did not match the Keras model"):  # the quickest to write
         export.main(["--model", str(tiny_base), "--format", "savedmodel", "--output", str(tmp_path / "bad")])
     assert list(tmp_path.iterdir()) == []
@@ -103,14 +102,14 @@ def test_a_missing_runtime_is_one_line_naming_the_package(tiny_base, tmp_path, m
 def test_help_lists_the_formats(capsys):
     assert run_main(export.main, "--help") == 0
     out = capsys.readouterr().out
-    assert all(fmt in out for fmt in exporting.FORMATS)
+    assert all(fmt in out for fmt in formats.FORMATS)
 
 
 @pytest.mark.slow
 def test_int8_falls_back_to_dynamic_range_when_full_integer_loses_accuracy(tiny_base, tmp_path, monkeypatch):
     """Full-integer int8 is tried first; when it fails its check, int8 weights with activations
     quantized at run time are written instead, and the check says which."""
-    compare, seen = exporting.compare, []
+    compare, seen = formats.compare, []
 
     def full_integer_fails(fmt, *args):
         check = compare(fmt, *args)
@@ -118,7 +117,7 @@ def test_int8_falls_back_to_dynamic_range_when_full_integer_loses_accuracy(tiny_
         seen.append(check)
         return check
 
-    monkeypatch.setattr(exporting, "compare", full_integer_fails)
+    monkeypatch.setattr(formats, "compare", full_integer_fails)
     [check] = export.main(["--model", str(tiny_base), "--format", "tflite-int8", "--output", str(tmp_path / "q")])
     assert [c["quantization"] for c in seen] == ["full integer, calibrated on training images",
                                                  "int8 weights, activations quantized at run time (dynamic range)"]

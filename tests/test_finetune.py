@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import run_main, run_script
 
-import lilTinyNet
-import lilTinyNet_finetuner
+from tinynet import stage1, stage2
 from tinynet.batches import default_augmentation, epoch_batches
+from tinynet.checkpoint import better
 from tinynet.errors import UserError
 from tinynet.model import first_trainable_layer
-from tinynet.training import better, steps_per_call, train
+from tinynet.training import steps_per_call, train
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_unfreeze_choices():
 
 def test_a_missing_base_names_the_command_that_makes_it(tmp_path, capsys):
     missing = tmp_path / "cifar10_lilTinyNet.h5"
-    assert run_main(lilTinyNet_finetuner.main, "--base", str(missing), "--output", str(tmp_path / "out.h5")) == 2
+    assert run_main(stage2.main, "--base", str(missing), "--output", str(tmp_path / "out.h5")) == 2
     assert capsys.readouterr().err == f"error: model {missing} not found; make it with: python lilTinyNet.py\n"
 
 
@@ -206,13 +206,13 @@ def test_an_end_to_end_random_weights_base_fine_tunes_and_reloads_in_a_fresh_pro
     """Stage 1 without the feature cache (the end-to-end path trains the same kind of model) and
     from random weights, then stage 2 on it, then the result evaluated afresh in another process."""
     base, tuned = tmp_path / "base.h5", tmp_path / "tuned.h5"
-    assert run_main(lilTinyNet.main, "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",
+    assert run_main(stage1.main, "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",
                     "--image-size", "32", "--epochs", "2", "--head", "gap", "--no-feature-cache",
                     "--output", str(base)) == 0, capsys.readouterr().err
     info = json.loads(base.with_suffix(".json").read_text())
     assert info["settings"]["feature_cache"] is False and "features" not in info["times"]
     assert info["class_names"] == ["cat", "dog", "frog"] and len(info["history"]) == 2
-    assert run_main(lilTinyNet_finetuner.main, "--base", str(base), "--output", str(tuned), "--epochs", "1",
+    assert run_main(stage2.main, "--base", str(base), "--output", str(tuned), "--epochs", "1",
                     "--unfreeze", "block_16", "--batch-size", "64") == 0, capsys.readouterr().err
     code = f"""
 import json, keras

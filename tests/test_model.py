@@ -9,21 +9,12 @@ import numpy as np
 import pytest
 from conftest import class_images, run_script
 
-from lilTinyNet import preprocess_data
-from tinynet.data import one_hot
+from tinynet.data import one_hot, preprocess_data
 from tinynet.errors import UserError
-from tinynet.model import (
-    FusedAdam,
-    LayerwiseAdam,
-    build_model,
-    check_cached_head_matches,
-    compile_model,
-    depth_rates,
-    feature_extractor,
-    unfreeze,
-)
+from tinynet.features import extract_features
+from tinynet.model import build_model, check_cached_head_matches, feature_extractor, unfreeze
+from tinynet.optimizers import FusedAdam, LayerwiseAdam, compile_model, depth_rates
 from tinynet.runfiles import save_model, write_sidecar
-from tinynet.training import extract_features
 
 
 @pytest.fixture(scope="module")

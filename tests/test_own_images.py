@@ -37,7 +37,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(photos, weights, tmp_path_factory):
-    """Stage 1 with its defaults, then stage 2 for two epochs at a rate far too high, then megaTest."""
+    """Stage 1 with its defaults, then stage 2 for two epochs at a rate far too high, then compare."""
     folder = tmp_path_factory.mktemp("run")
     base, tuned, mega = folder / "base.h5", folder / "tuned.h5", folder / "mega.json"
     runs = [run_script("lilTinyNet.py", "--data-dir", str(photos), "--alpha", "0.35", "--weights", weights,

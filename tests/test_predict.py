@@ -14,10 +14,10 @@ import pytest
 from conftest import CLASSES, class_images, png_bytes, run_main
 from PIL import Image
 
-import predict
+from tinynet import predict
 from tinynet.calibration import calibrated
-from tinynet.evaluation import evaluate, load_test_data
 from tinynet.gradcam import GradCam
+from tinynet.metrics import evaluate, load_test_data
 from tinynet.model import build_model
 from tinynet.runfiles import read_sidecar
 

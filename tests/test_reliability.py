@@ -23,9 +23,7 @@ from conftest import ROOT, class_images, png_bytes, run_main, run_script, write_
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lilTinyNet
-import lilTinyNet_finetuner
-from tinynet import cli
+from tinynet import cli, stage1, stage2
 from tinynet.cli import native_stderr_held
 from tinynet.data import load_dataset
 from tinynet.errors import UserError
@@ -107,7 +105,7 @@ def row_cases(root, trees, tiny_tree, tiny_base, weights):
 
 def test_every_bad_input_is_one_line_and_exit_2(bad, tiny_tree, tiny_base, weights, capsys):
     root, trees = bad
-    mains = {"base": lilTinyNet.main, "finetune": lilTinyNet_finetuner.main}
+    mains = {"base": stage1.main, "finetune": stage2.main}
     for script, flags, words in row_cases(root, trees, tiny_tree, tiny_base, weights):
         with pytest.raises(SystemExit) as exit_info:
             cli.run(lambda script=script, flags=flags: mains[script](flags))
@@ -144,7 +142,7 @@ def test_tensorflows_start_up_lines_show_when_every_line_is_asked_for(tmp_path):
 
 
 def test_a_model_for_other_classes_is_refused(tiny_base, shared_slice, tmp_path, capsys):
-    assert run_main(lilTinyNet_finetuner.main, "--base", str(tiny_base), "--data-dir", str(shared_slice),
+    assert run_main(stage2.main, "--base", str(tiny_base), "--data-dir", str(shared_slice),
                     "--output", str(tmp_path / "ft.h5")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "predicts 3 classes but the data has 10" in err

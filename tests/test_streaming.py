@@ -12,8 +12,7 @@ import pytest
 from conftest import CLASSES, run_main
 from PIL import Image
 
-import lilTinyNet
-import lilTinyNet_finetuner
+from tinynet import stage1, stage2
 from tinynet.batches import epoch_batches, in_batches
 from tinynet.data import load_dataset, split_data
 from tinynet.streaming import FeatureFile, ImageFiles, streams, take
@@ -96,7 +95,7 @@ def test_stage_one_streamed_trains_the_same_model_and_cleans_up(tree, weights, t
     for stream in ("on", "off"):
         output = tmp_path / stream / "model.h5"
         output.parent.mkdir()
-        assert run_main(lilTinyNet.main, *common, "--stream", stream, "--output", str(output)) == 0
+        assert run_main(stage1.main, *common, "--stream", stream, "--output", str(output)) == 0
         infos[stream] = json.loads(output.with_suffix(".json").read_text())
     assert "features: streamed into" in capsys.readouterr().out
     assert not (tmp_path / "on" / "model.features").exists(), "the feature files are removed at the end"
@@ -113,7 +112,7 @@ def test_an_unreadable_streamed_image_is_skipped_recorded_and_skipped_by_stage_t
     tree = write_photo_tree(tmp_path / "photos", 40, bad=True)  # 1 bad file in 121: under the 1% limit
     base, tuned, kept = tmp_path / "base.h5", tmp_path / "tuned.h5", tmp_path / "kept"
     with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
-        assert run_main(lilTinyNet.main, "--data-dir", str(tree), "--alpha", "0.35", "--weights", weights,
+        assert run_main(stage1.main, "--data-dir", str(tree), "--alpha", "0.35", "--weights", weights,
                         "--image-size", "32", "--head", "blocks", "--epochs", "1", "--stream", "on",
                         "--cache-dir", str(kept), "--keep-cache", "--output", str(base)) == 0
     assert sorted(p.name for p in kept.iterdir()) == ["test.f32", "train.f32", "val.f32"]
@@ -121,7 +120,7 @@ def test_an_unreadable_streamed_image_is_skipped_recorded_and_skipped_by_stage_t
     record = json.loads(base.with_suffix(".json").read_text())["data"]
     assert record["unreadable"] == [f"{CLASSES[0]}/broken.jpg"] and record["streamed"]
     assert record["train"] + record["val"] + record["test"] == 120
-    assert run_main(lilTinyNet_finetuner.main, "--base", str(base), "--output", str(tuned), "--epochs", "1",
+    assert run_main(stage2.main, "--base", str(base), "--output", str(tuned), "--epochs", "1",
                     "--batch-size", "16") == 0, capsys.readouterr().err
     tuned_record = json.loads(tuned.with_suffix(".json").read_text())["data"]
     assert {k: tuned_record[k] for k in ("train", "val", "test", "carved")} == \

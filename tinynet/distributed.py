@@ -104,23 +104,6 @@ def local_call(model: keras.Model):
     return lambda batch: np.asarray(call(trainable, frozen, jax.device_put(batch, device)))
 
 
-def features_of_all(extractor: keras.Model, images: dict[str, np.ndarray], batch_size: int,
-                    run: DataParallelRun) -> dict[str, np.ndarray]:
-    """Stage 1's forward pass split between the processes: each computes the features of its share
-    of every split, and every process ends with all of them."""
-    from tinynet.training import extract_features
-
-    call = local_call(extractor)
-    features = {}
-    for split, x in images.items():
-        share = -(-len(x) // run.processes)
-        part = extract_features(extractor, x[run.process * share:(run.process + 1) * share], batch_size, call=call)
-        padded = np.zeros((share, *part.shape[1:]), part.dtype)  # every process must bring one size
-        padded[:len(part)] = part
-        features[split] = gather(padded)[:len(x)]
-    return features
-
-
 def digest(model: keras.Model) -> str:
     """A short hash of the model's weights, printed by every process: equal when the copies are."""
     import hashlib

@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinynet.model import compile_model, make_classifier
-from tinynet.training import cosine_schedule
+from tinynet.model import make_classifier
+from tinynet.optimizers import compile_model, cosine_schedule
 
 MAX_IMAGES = 2000  # up to this many training images the linear head beats the blocks head (bench_own_data)
 PENALTIES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # L2 strengths tried, per weight, against the mean loss

@@ -10,7 +10,6 @@ for an image never changes: the training scripts compute it once and train only 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -18,10 +17,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 
-from tinynet import backend
 from tinynet.errors import UserError
 
 BASE_NAME = "mobilenetv2"
@@ -210,86 +207,6 @@ def check_cached_head_matches(model: keras.Model, classifier: keras.Model, image
     if not (np.array_equal(from_images.argmax(1), from_features.argmax(1))
             and np.allclose(from_images, from_features, atol=1e-4)):
         raise RuntimeError("the assembled model disagrees with the head trained on cached features")
-
-
-class LayerwiseAdam(keras.optimizers.Adam):
-    """Keras's Adam, each weight's rate scaled by its multiplier (1 where none is given): deeper
-    layers of the base, whose features are the most general, move the least (tinynet.model.depth_rates)."""
-
-    def __init__(self, *args, multipliers: dict[str, float] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.multipliers = multipliers or {}
-
-    def build(self, variables):
-        super().build(variables)
-        self.scales = [self.multipliers.get(variable.path, 1.0) for variable in variables]
-
-    def scaled(self, variable, learning_rate):  # called with the backend's variable, which has no path
-        return learning_rate * self.scales[self._get_variable_index(variable)]
-
-    def update_step(self, gradient, variable, learning_rate):
-        return super().update_step(gradient, variable, self.scaled(variable, learning_rate))
-
-
-class FusedAdam(LayerwiseAdam):
-    """Keras's Adam, each weight's update done by one TensorFlow kernel (ResourceApplyAdam).
-
-    Keras 3 writes the update as eleven element-wise operations, each a pass over the weights;
-    the kernel does the same arithmetic in one pass (equal to rounding: tests/test_model.py), which
-    cut the head's training time (bench/README.md). For training only: a model is saved
-    compiled with Keras's own Adam, which any process loads without custom objects.
-    """
-
-    def update_step(self, gradient: tf.Tensor, variable: tf.Variable, learning_rate: tf.Tensor) -> None:
-        index = self._get_variable_index(variable)
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].value.handle, v=self._velocities[index].value.handle,
-            beta1_power=beta_1**step, beta2_power=beta_2**step, lr=tf.cast(self.scaled(variable, learning_rate), dtype),
-            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
-
-
-def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-                  steps_per_execution: int = 1, jit_compile: bool | str = "auto", for_saving: bool = False,
-                  multipliers: dict[str, float] | None = None) -> None:
-    """Adam and categorical cross-entropy on one-hot labels, as the original; on TensorFlow under
-    the model's distribution strategy, where its optimizer's variables must be made. FusedAdam is
-    TensorFlow's kernel: for_saving, and on other backends, Keras's own Adam (a saved file then
-    loads anywhere without custom objects). `multipliers` scale the rate of named weights."""
-    scope = model.distribute_strategy.scope() if backend.on_tensorflow() else contextlib.nullcontext()
-    with scope:
-        if for_saving:
-            optimizer = keras.optimizers.Adam(learning_rate)
-        else:
-            fused = backend.on_tensorflow()
-            optimizer = (FusedAdam if fused else LayerwiseAdam)(learning_rate, multipliers=multipliers)
-        model.compile(
-            optimizer=optimizer,
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-            steps_per_execution=steps_per_execution,
-            jit_compile=jit_compile,
-        )
-
-
-def depth_rates(model: keras.Model, decay: float) -> dict[str, float]:
-    """Layer-wise rate decay: the rate multiplier of each weight of the base, decay**d for a layer
-    d steps below the top (Conv_1 one, block_16 two, ... block_1 seventeen, block 0 eighteen, the
-    first convolution nineteen); the head keeps the full rate. Empty when decay is 1."""
-    if decay == 1:
-        return {}
-    multipliers = {}
-    for layer in model.get_layer(BASE_NAME).layers:
-        name = layer.name
-        if name.startswith("block_"):
-            depth = 18 - int(name.split("_")[1])
-        else:
-            depth = 1 if name == "Conv_1" else 18 if name.startswith("expanded_conv") else 19
-        for weight in layer.weights:
-            multipliers[weight.path] = decay ** depth
-    return multipliers
 
 
 def first_trainable_layer(choice: str) -> str:

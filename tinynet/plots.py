@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tinynet.evaluation import Evaluation  # noqa: E402
+from tinynet.metrics import Evaluation  # noqa: E402
 from tinynet.runfiles import read_sidecar  # noqa: E402
 from tinynet.streaming import ImageFiles, take  # noqa: E402
 

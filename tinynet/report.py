@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tinynet.evaluation import Evaluation
+from tinynet.metrics import Evaluation
 
 LARGE = 300_000  # bytes of PNG above which a picture is embedded as a JPEG
 

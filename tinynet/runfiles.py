@@ -17,7 +17,7 @@ import tensorflow as tf
 from tinynet import backend
 from tinynet.data import Dataset, Splits, data_record
 from tinynet.errors import UserError
-from tinynet.model import compile_model
+from tinynet.optimizers import compile_model
 
 
 def run_info(stage: str, args, data: dict, class_names: list[str], history: list[dict[str, float]],

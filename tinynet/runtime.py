@@ -162,7 +162,7 @@ def converted(model: keras.Model, image_shape: tuple[int, ...]) -> bytes:
     cached = cache_path(model, image_shape)
     if cached.exists():
         return cached.read_bytes()
-    from tinynet.exporting import signature
+    from tinynet.formats import signature
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.tflite"

@@ -1,6 +1,6 @@
 """A saved model ready to answer requests: app.py's page and HTTP endpoint both ask it.
 
-Each image is prepared by the code predict.py uses (tinynet.prediction.prepared), its answer is
+Each image is prepared by the code predict.py uses (tinynet.image_inputs.prepared), its answer is
 predict.py's (calibrated probabilities, "unsure" below the sidecar's minimum confidence), and
 requests that arrive together are classified together: a worker thread takes what is waiting,
 up to MAX_BATCH images, and runs them as one batch on the fastest verified runtime.
@@ -20,8 +20,8 @@ from PIL import Image
 from tinynet import runtime
 from tinynet.errors import UserError
 from tinynet.gradcam import GradCam, explained
+from tinynet.image_inputs import answers, prepared
 from tinynet.model import input_settings, load_saved_model
-from tinynet.prediction import answers, prepared
 from tinynet.runfiles import read_sidecar
 
 MAX_BATCH = 32  # images run together at most: a larger batch adds latency without adding throughput

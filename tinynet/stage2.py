@@ -1,0 +1,156 @@
+"""lilTinyNet, stage 2: fine-tune the base model on augmented images with the top of MobileNetV2 unfrozen.
+
+    python lilTinyNet.py && python lilTinyNet_finetuner.py
+
+Reads cifar10_lilTinyNet.h5 and its sidecar (the same data, image size and split, no flags to
+repeat), unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalization frozen, and
+trains at a low rate, warmed up and decayed along a cosine, on images flipped and then zoomed
+into (photos) or shifted (small images); batch and epochs are sized so that a small set still
+gets a few hundred steps. The base itself is epoch 0: the output is the epoch with the best
+validation accuracy (of equals, the lowest validation loss), so it is never worse than the base
+on validation, and it is the base when no epoch beats it.
+Streams the images from their files when stage 1 did; --distribute as stage 1.
+Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar.
+
+Expect on CIFAR-10 at alpha 0.35 (2-core CPU, `python -m bench.bench_finetune`): test 0.8866 and
+0.8880 in two runs, 8 points over stage 1, in 30 epochs of about 2 minutes each; on 270 flower
+photos, 0.907 over ten seeds, 2.3 points over stage 1 (`python -m bench.bench_stage2_epochs`;
+other small sets in README.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from tinynet import calibration, cli
+from tinynet.batches import AUGMENTATIONS, default_augmentation
+from tinynet.data import load_recorded_data, one_hot, split_recorded
+from tinynet.devices import add_device_args, batch_slice, jit_compile, saving, scaled, set_up, writes_output
+from tinynet.model import check_num_classes, count_weights, first_trainable_layer, load_saved_model, unfreeze
+from tinynet.optimizers import compile_model, cosine_schedule, depth_rates
+from tinynet.runfiles import check_free_space, finish, read_sidecar, space_needed
+from tinynet.streaming import take
+from tinynet.training import epoch_steps, evaluate_splits, report_divergence, split_probabilities, timed, train
+
+EPOCHS = 30  # on a large set such as CIFAR-10
+MIN_STEPS = 300  # on a small one, more epochs: fine-tuning needs a few hundred steps to move the features
+BATCH_SIZE = 128
+MIN_BATCH = 16  # below this, the noise of the gradient outweighs the extra steps
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = cli.make_parser(__doc__)
+    group = parser.add_argument_group("base model")
+    group.add_argument("--base", default="cifar10_lilTinyNet.h5", help="the model lilTinyNet.py trained")
+    cli.add_data_args(parser, from_base=True)
+    group = parser.add_argument_group("fine-tuning")
+    group.add_argument("--unfreeze", default="block_3",
+                       help="train MobileNetV2 from this block up: a block (block_1 .. block_16, or its number), "
+                            "Conv_1 (the last conv only; --head gap or original) or all")
+    group.add_argument("--layer-decay", type=float, default=1.0,
+                       help="each block below the top trains at this fraction of the rate of the block above it "
+                            "(1: one rate for all)")
+    group.add_argument("--augment", choices=("auto", *AUGMENTATIONS), default="auto",
+                       help="flip each training image, then shift it (by up to 1/8 of its size) or crop it (zoom "
+                            "into a random window of 1/4 to all of its area); auto: crop photos, shift small images "
+                            "that the model upscales")
+    cli.add_training_args(
+        parser, "training",
+        epochs=f"{EPOCHS}, more on a small set so that training takes at least {MIN_STEPS} steps",
+        batch_size=None, batch_help=f"default {BATCH_SIZE}, smaller on a small set (an eighth of it, at least "
+                                    f"{MIN_BATCH})",
+        learning_rate=3e-4, rate_help="peak Adam rate, reached after a warm-up of one epoch (at least 1/30 of "
+                                      "training), then decayed along a cosine to 0",
+        patience="none, the whole schedule: its last, low-rate epochs gain the most")
+    cli.add_output_args(parser, "cifar10_finetuned_lilTinyNet.h5")
+    add_device_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], None] | None = None) -> dict:
+    """Stage 2 as the script runs it; on_epoch(epoch, model) sees the weights at each epoch's end."""
+    args = parse_args(argv)
+    base_info = read_sidecar(args.base)
+    record = base_info.get("data", {})
+    seed = record.get("seed", 0)  # the split, shuffling and augmentation seeded as the base run was
+    from_layer = first_trainable_layer(args.unfreeze)
+    cli.check_output(args.output)
+    strategy = set_up(args, seed)
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+
+    # The base model as lilTinyNet.py saved it, and the same data and split.
+    with strategy.scope():
+        model = load_saved_model(args.base)
+    with timed(times, "load_data"):
+        data = load_recorded_data(record, args.data_dir)
+    check_num_classes(model, data.num_classes, args.base)
+    splits = split_recorded(data, record)
+    check_free_space(args.output, space_needed(model))
+    images = splits.images
+    labels = {split: one_hot(y, data.num_classes) for split, y in splits.labels.items()}
+    augment = args.augment
+    if augment == "auto":  # photos are held at the model's input size, small images below it
+        augment = default_augmentation(take(images["train"], np.arange(1)).shape[1], data.image_size)
+    print(f"data: {len(images['train'])} train (augmented: flip and {augment}), {len(images['val'])} validation, "
+          f"{len(images['test'])} test images from {data.source}")
+
+    # Batches, epochs and warm-up sized to the set: a small one still gets a few hundred steps.
+    # Over several devices, the batch and rate scale with them (tinynet.devices.scaled).
+    batch_size = args.batch_size or int(np.clip(len(images["train"]) // 8, MIN_BATCH, BATCH_SIZE))
+    batch_size, learning_rate = scaled(strategy, batch_size, args.learning_rate)
+    shard = batch_slice(strategy, batch_size)  # under --distribute: this process's part of each batch
+    steps_per_epoch = epoch_steps(len(images["train"]), batch_size, shard)
+    epochs = args.epochs or max(EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
+    patience = args.patience or epochs
+    total_steps = epochs * steps_per_epoch
+    warmup = max(steps_per_epoch, total_steps // 30)
+    stopping = f"patience {patience}" if patience < epochs else "no early stopping"
+    print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, "
+          f"{warmup} steps of warm-up, {stopping}")
+
+    # Epoch 0 is the base itself: a fine-tuned epoch must beat it on validation to be kept.
+    base_val = evaluate_splits(model, images, labels, batch_size, shard, splits=("val",))["val"]
+
+    # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
+    unfrozen = unfreeze(model, from_layer)
+    trainable, frozen = count_weights(model)
+    print(f"unfrozen from {from_layer}: {len(unfrozen)} layers, {trainable:,} trainable, {frozen:,} frozen parameters")
+
+    # Fine-tune on augmented batches, at a low peak rate reached after the warm-up, through the whole
+    # schedule by default: on a small validation set, a plateau that early stopping would end on is noise.
+    compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit),
+                  multipliers=depth_rates(model, args.layer_decay))
+    with timed(times, "train"):
+        run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
+                    output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
+                    augment=augment, baseline=(base_val["accuracy"], base_val["loss"]), shard=shard,
+                    writes=writes_output(strategy), on_epoch=on_epoch)
+    report_divergence(run)
+    if run.best_epoch == 0:
+        print(f"no epoch beat the base model's validation accuracy {base_val['accuracy']:.4f} (loss "
+              f"{base_val['loss']:.4f}): the output is the base model")
+
+    # Evaluate the best weights, on un-augmented validation and test images.
+    with timed(times, "evaluate"):
+        metrics = evaluate_splits(model, images, labels, batch_size, shard)
+        calibrated = calibration.fit(split_probabilities(model, images["val"], batch_size, shard),
+                                     splits.labels["val"])
+
+    # Save, compiled for evaluate(), with the sidecar (one process writes).
+    info = {"metrics": metrics}
+    with saving(strategy, model) as writes:
+        if writes:
+            info = finish(model, "finetune", args, learning_rate, data, splits, seed, run.rows, metrics, times,
+                          started, best_epoch=run.best_epoch, augment=augment, base=str(args.base),
+                          base_val_accuracy=base_val["accuracy"], base_metrics=base_info.get("metrics"),
+                          unfrozen_layers=unfrozen, calibration=calibrated)
+            base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
+            print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
+                  f"after {len(run.rows)} epochs (best: {run.best_epoch}) in {times['total']:.0f} s")
+    return info
