@@ -50,21 +50,20 @@ def in_fresh_process(function: Callable, *args):
 
 
 def contract_accuracy(model_path: Path, data: Path = DATA) -> dict:
-    """Test loss and accuracy the original way, in a fresh process with no custom objects:
-    load_model(path).evaluate(*preprocess_data(X, Y), batch_size=128)."""
-    return in_fresh_process(_contract_accuracy, str(model_path), str(data))
-
-
-def _contract_accuracy(model_path: str, data_path: str) -> dict:
-    import keras
-
-    from lilTinyNet import preprocess_data  # the original harness's import, which is what is measured
-    from tinynet.data import load_dataset
-
-    test = load_dataset(data_path, 128).parts["test"]
-    loss, accuracy = keras.models.load_model(model_path).evaluate(*preprocess_data(test.images, test.labels),
-                                                                  batch_size=128, verbose=0)
-    return {"loss": loss, "accuracy": accuracy}
+    """Test loss and accuracy the original way, in a fresh Python with no custom objects:
+    load_model(path).evaluate(*preprocess_data(X, Y), batch_size=128), preprocess_data imported
+    from the script as the original harness imports it."""
+    code = f"""
+import json, keras
+from lilTinyNet import preprocess_data
+from tinynet.data import load_dataset
+test = load_dataset({str(data)!r}, 128).parts["test"]
+loss, accuracy = keras.models.load_model({str(model_path)!r}).evaluate(*preprocess_data(test.images, test.labels),
+                                                                      batch_size=128, verbose=0)
+print(json.dumps({{"loss": loss, "accuracy": accuracy}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def flags_tag(flags: Sequence[str]) -> str:

@@ -1,4 +1,13 @@
-"""lilTinyNet's shared code: data loading, the model, training and the command-line plumbing."""
+"""lilTinyNet's code. The scripts at the top run the commands here; each module has one job and
+imports only the modules below it (tests/test_house.py holds the order):
+
+    foundations  errors, backend, cli, calibration, images, sources, distributed
+    data         streaming, data, batches
+    model        model, optimizers, linear_head, gradcam, formats, runtime
+    runs         runfiles, checkpoint, features, training, devices, metrics
+    shown        plots, report, image_inputs, service
+    commands     stage1, stage2, evaluate, compare, predict, export, app
+"""
 
 import contextlib
 import logging

@@ -100,8 +100,8 @@ def gathered(arrays: tuple[Rows, ...], indices: tf.Tensor) -> tuple[tf.Tensor, .
 
 def in_batches(arrays: Rows | tuple[Rows, ...], batch_size: int) -> tf.data.Dataset:
     """An array, or a tuple of them, as prefetched batches, in order: for validation and
-    evaluation. Keras builds a new data adapter for NumPy arrays on every call, which cost 0.1 s per
-    epoch of a head's training."""
+    evaluation. Keras builds a new data adapter for NumPy arrays on every call, a cost paid at
+    every epoch of a head's training."""
     parts = arrays if isinstance(arrays, tuple) else (arrays,)
     if all(isinstance(a, np.ndarray) for a in parts):
         return prefetched(tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size))

@@ -8,10 +8,6 @@ accuracy (as the original harness measured them: keras.models.load_model, batch 
 parameters, file size, throughput at batch 256, single-image latency, and the accuracy gained
 over the base model. Printed as a table, and written as a page to open in a browser
 (reports/megatest.html, beside the evaluator's report).
-
-Expect for the two CIFAR-10 models at alpha 0.35 (2-core CPU): 0.8075 and about 0.887, a gain of
-about 8 points (`python -m bench.bench_base`; `python -m bench.bench_finetune`: 0.8866 and
-0.8880 in two runs, from a stage 1 of 0.8068).
 """
 
 from __future__ import annotations

@@ -12,12 +12,10 @@ Before an export is reported written, it runs on the test set (a sample of --che
 own runtime and is compared with the Keras model: float formats must give the same top class for
 99.9% of the images and probabilities within 1e-4; int8 may lose at most 1 point of accuracy, or
 more only where a test set this small cannot tell the loss from chance (a paired test on the
-images the two disagree on). What was judged goes into a .check.json beside it. The runtimes are optional packages:
-pip install -r requirements-export.txt
+images the two disagree on). What was judged goes into a .check.json beside it. The runtimes
+are optional packages: pip install -r requirements-export.txt
 
-Expect for the CIFAR-10 model at alpha 0.35 (2-core CPU, `python -m bench.bench_export`, one run):
-LiteRT float32 3.05x Keras's predict() at batch 128 with the same top class on every test image,
-int8 0.26x the .h5's size at 0.22 points less accuracy.
+Sizes, speeds and accuracies of each format: README.md's results tables.
 """
 
 from __future__ import annotations

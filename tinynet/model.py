@@ -199,7 +199,7 @@ def check_cached_head_matches(model: keras.Model, classifier: keras.Model, image
                               features: np.ndarray) -> None:
     """The assembled model must predict what the head predicted from the cached features.
 
-    Called, not predict()ed: tracing the whole model to run it once took 1 to 2 s. Called eagerly,
+    Called, not predict()ed: tracing the whole model to run it once costs more than the call. Called eagerly,
     the base rounds differently from the pass's graph (probabilities up to 8e-6 apart), hence
     a tolerance of 1e-4: a wrongly assembled model misses it by orders of magnitude."""
     from_images = keras.ops.convert_to_numpy(model(images, training=False))

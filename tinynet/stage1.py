@@ -12,10 +12,7 @@ kept in files on disk (--stream); --distribute spreads the work over processes a
 JAX backend). Writes cifar10_lilTinyNet.h5 and its .json sidecar (settings, the data and its
 split, history, metrics, times).
 
-Expect on CIFAR-10 (2-core CPU, `python -m bench.bench_base`): test 0.8075 at alpha 0.35 in
-about 1.3x the forward pass it makes (the same model in two runs: the seed fixes it), and
-0.8347 at alpha 1.0 (rebuilt ImageNet weights, two runs) in 4.6 minutes. On 270 flower photos:
-0.88 over ten seeds, 0.84 to 0.92 (`python -m bench.bench_stage2_epochs`; eight datasets in README.md).
+What to expect on CIFAR-10 and on photo sets, and how long it takes: README.md's results tables.
 """
 
 from __future__ import annotations

@@ -12,10 +12,7 @@ on validation, and it is the base when no epoch beats it.
 Streams the images from their files when stage 1 did; --distribute as stage 1.
 Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar.
 
-Expect on CIFAR-10 at alpha 0.35 (2-core CPU, `python -m bench.bench_finetune`): test 0.8866 and
-0.8880 in two runs, 8 points over stage 1, in 30 epochs of about 2 minutes each; on 270 flower
-photos, 0.907 over ten seeds, 2.3 points over stage 1 (`python -m bench.bench_stage2_epochs`;
-other small sets in README.md).
+What to expect on CIFAR-10 and on photo sets, and how long it takes: README.md's results tables.
 """
 
 from __future__ import annotations
