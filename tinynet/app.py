@@ -35,7 +35,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no call home: the 
 
 def parse_args(argv: list[str] | None = None):
     parser = cli.make_parser(__doc__)
-    parser.add_argument("--model", default="cifar10_finetuned_lilTinyNet.h5", help="a model the kit saved")
+    cli.add_model_arg(parser)
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every network)")
     parser.add_argument("--port", type=cli.positive_int, default=7860, help="the port to listen on")
     parser.add_argument("--top", type=cli.positive_int, default=3, help="classes shown per image")

@@ -106,13 +106,24 @@ def make_folder(path: str, flag: str) -> Path:
     return folder
 
 
+def add_model_arg(group, default: str = "cifar10_finetuned_lilTinyNet.h5") -> None:
+    """--model: the saved model a command uses."""
+    group.add_argument("--model", default=default, help="a model the kit saved (its .json sidecar beside it)")
+
+
+def add_moved_data_arg(group) -> None:
+    """--data-dir for every command after stage 1: the data, split and image size are the ones the
+    model's sidecar records; the flag only says where the data is now, if it moved."""
+    group.add_argument("--data-dir", default=None,
+                       help="where the model's data now is, if it moved (default: the folder or archive its "
+                            "sidecar names); the split, image size and seed are always the recorded ones")
+
+
 def add_data_args(parser: argparse.ArgumentParser, from_base: bool = False) -> None:
     """--data-dir, and for stage 1 --val-split, --test-split and --seed; stage 2 takes the base run's."""
     group = parser.add_argument_group("data")
     if from_base:
-        group.add_argument("--data-dir", default=None,
-                           help="where the base run's data now is, if it moved (default: the base run's); "
-                                "the split, image size and seed are always the base run's")
+        add_moved_data_arg(group)
         return
     group.add_argument("--data-dir", default=None,
                        help="your images: class folders <class>/*, or train/<class>/* beside test/, val/ or both, "

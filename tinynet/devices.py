@@ -95,14 +95,14 @@ def writes_output(strategy: Strategy) -> bool:
 
 
 @contextlib.contextmanager
-def saving(strategy: Strategy, model: keras.Model) -> Iterator[bool]:
-    """Around a run's saving; yields whether this process writes. Under --distribute the others
-    then wait for it, so that none leaves before the files are written."""
+def all_finish_together(strategy: Strategy, model: keras.Model) -> Iterator[None]:
+    """Around a run's saving: under --distribute the processes stop training together, and the
+    ones that do not write (writes_output) wait for the one that does, so none leaves first."""
     if not isinstance(strategy, DataParallelRun):
-        yield True
+        yield
         return
     strategy.stop(model)
-    yield writes_output(strategy)
+    yield
     strategy.wait_for_all()
 
 

@@ -36,13 +36,12 @@ CALIBRATION_IMAGES = 300  # training images that set int8's activation ranges
 
 def parse_args(argv: list[str] | None = None):
     parser = cli.make_parser(__doc__)
-    parser.add_argument("--model", default="cifar10_finetuned_lilTinyNet.h5", help="a model the kit saved")
+    cli.add_model_arg(parser)
     parser.add_argument("--format", nargs="+", choices=formats.FORMATS, required=True, dest="formats",
                         help="one or more")
     parser.add_argument("--output", default=None,
                         help="path and name the exports start with (default: the model's, without .h5)")
-    parser.add_argument("--data-dir", default=None,
-                        help="where the model's data now is, if it moved (default: what its sidecar names)")
+    cli.add_moved_data_arg(parser)
     parser.add_argument("--check-images", type=cli.positive_int, default=1000,
                         help="test images every export is checked on")
     return parser.parse_args(argv)

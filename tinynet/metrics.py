@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinynet import backend, runtime
+from tinynet import backend, cli, runtime
 from tinynet.batches import in_batches
 from tinynet.data import load_recorded
 from tinynet.runfiles import read_sidecar
@@ -26,9 +26,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     """--models, --data-dir and --batch-size, the same for both evaluators."""
     group = parser.add_argument_group("models and data")
     group.add_argument("--models", nargs="+", default=STANDARD_MODELS, metavar="PATH", help="saved .h5 models")
-    group.add_argument("--data-dir", default=None,
-                       help="as the training scripts (default: what the first model's sidecar names, "
-                            "else the Keras download)")
+    cli.add_moved_data_arg(group)
     group.add_argument("--batch-size", type=int, default=128, help="the original harness evaluated at 128")
     runtime.add_runtime_arg(group)
 

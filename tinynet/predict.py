@@ -33,7 +33,7 @@ from tinynet.runtime import add_runtime_arg
 def parse_args(argv: list[str] | None = None):
     parser = cli.make_parser(__doc__)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER_OR_GLOB", help="what to classify")
-    parser.add_argument("--model", default="cifar10_finetuned_lilTinyNet.h5", help="a model the kit saved")
+    cli.add_model_arg(parser)
     parser.add_argument("--top", type=cli.positive_int, default=3, help="classes shown per image")
     parser.add_argument("--min-confidence", type=float, default=None,
                         help="below this probability of its best class an image is answered 'unsure' (default: "

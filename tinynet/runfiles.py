@@ -38,8 +38,8 @@ def run_info(stage: str, args, data: dict, class_names: list[str], history: list
     }
 
 
-def finish(model: keras.Model, stage: str, args, learning_rate: float, data: Dataset, splits: Splits, seed: int,
-           rows: list[dict[str, float]], metrics: dict, times: dict[str, float], started: float, **extra) -> dict:
+def finish(model: keras.Model, stage: str, args, *, learning_rate: float, data: Dataset, splits: Splits, seed: int,
+           history: list[dict[str, float]], metrics: dict, times: dict[str, float], started: float, **extra) -> dict:
     """Both trainers' last step: the model compiled for evaluate() and saved, then the sidecar
     with what made it (the data record with the split's seed); returns the sidecar's contents."""
     compile_model(model, learning_rate, for_saving=True)
@@ -47,7 +47,7 @@ def finish(model: keras.Model, stage: str, args, learning_rate: float, data: Dat
     save_model(model, args.output)
     times["save"] = round(time.perf_counter() - start, 2)
     times["total"] = round(time.perf_counter() - started, 2)
-    info = run_info(stage, args, data_record(data, splits, seed), data.class_names, rows, metrics, times,
+    info = run_info(stage, args, data_record(data, splits, seed), data.class_names, history, metrics, times,
                     **extra)
     write_sidecar(args.output, info)
     print(f"saved {args.output} and its sidecar {sidecar_path(args.output)}")

@@ -36,7 +36,15 @@ from tinynet.data import (
     preprocess_data,  # noqa: F401  the original's contract: from lilTinyNet import preprocess_data
     split_data,
 )
-from tinynet.devices import add_device_args, batch_slice, jit_compile, saving, scaled, set_up, writes_output
+from tinynet.devices import (
+    add_device_args,
+    all_finish_together,
+    batch_slice,
+    jit_compile,
+    scaled,
+    set_up,
+    writes_output,
+)
 from tinynet.errors import UserError
 from tinynet.features import PASS_BATCH_SIZE, extract_features, features_of_all, stream_features
 from tinynet.images import SQUARE_METHODS
@@ -193,10 +201,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Save the full model, compiled for evaluate(), and beside it what made it (one process writes).
     info = {"metrics": metrics}
-    with saving(strategy, model) as writes:
-        if writes:
-            info = finish(model, "base", args, learning_rate, data, splits, args.seed, rows, metrics, times, started,
-                          **extra)
+    with all_finish_together(strategy, model):
+        if writes_output(strategy):
+            info = finish(model, "base", args, learning_rate=learning_rate, data=data, splits=splits, seed=args.seed,
+                          history=rows, metrics=metrics, times=times, started=started, **extra)
             print(f"\ntest accuracy {metrics['test']['accuracy']:.4f} (validation {metrics['val']['accuracy']:.4f}) "
                   f"in {times['total']:.0f} s")
     if data.streamed and args.feature_cache and not args.keep_cache:

@@ -27,7 +27,15 @@ import numpy as np
 from tinynet import calibration, cli
 from tinynet.batches import AUGMENTATIONS, default_augmentation
 from tinynet.data import load_recorded_data, one_hot, split_recorded
-from tinynet.devices import add_device_args, batch_slice, jit_compile, saving, scaled, set_up, writes_output
+from tinynet.devices import (
+    add_device_args,
+    all_finish_together,
+    batch_slice,
+    jit_compile,
+    scaled,
+    set_up,
+    writes_output,
+)
 from tinynet.model import check_num_classes, count_weights, first_trainable_layer, load_saved_model, unfreeze
 from tinynet.optimizers import compile_model, cosine_schedule, depth_rates
 from tinynet.runfiles import check_free_space, finish, read_sidecar, space_needed
@@ -141,10 +149,11 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
 
     # Save, compiled for evaluate(), with the sidecar (one process writes).
     info = {"metrics": metrics}
-    with saving(strategy, model) as writes:
-        if writes:
-            info = finish(model, "finetune", args, learning_rate, data, splits, seed, run.rows, metrics, times,
-                          started, best_epoch=run.best_epoch, augment=augment, base=str(args.base),
+    with all_finish_together(strategy, model):
+        if writes_output(strategy):
+            info = finish(model, "finetune", args, learning_rate=learning_rate, data=data, splits=splits, seed=seed,
+                          history=run.rows, metrics=metrics, times=times, started=started,
+                          best_epoch=run.best_epoch, augment=augment, base=str(args.base),
                           base_val_accuracy=base_val["accuracy"], base_metrics=base_info.get("metrics"),
                           unfrozen_layers=unfrozen, calibration=calibrated)
             base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
