@@ -79,6 +79,8 @@ def stage2(base: Path, recipe: str) -> dict:
     info = json.loads(tuned.with_suffix(".json").read_text())
     return {"test_accuracy": round(info["metrics"]["test"]["accuracy"], 4),
             "val_accuracy": round(info["metrics"]["val"]["accuracy"], 4), "kit_epoch": info["best_epoch"],
+            "returned": info.get("returned"), "give_up": info.get("give_up"), "peak_rate": info.get("peak_rate"),
+            "kit_val_accuracy": [row["val_accuracy"] for row in info["history"]],
             "epoch_seconds": [row["seconds"] for row in info["history"]], "seconds": info["times"]["total"],
             "train_seconds": info["times"]["train"], "epochs": rows, "mixes": mixed}
 

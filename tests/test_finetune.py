@@ -54,6 +54,11 @@ def test_sidecar_records_the_run_and_metrics_are_of_unaugmented_images(finetuned
     assert len(info["history"]) == 2 and info["history"][0]["learning_rate"] > 0
     assert info["augment"] == "crop", "images held at the input size (32 pixels here) are zoomed into, as photos"
     assert info["calibration"]["val_loss_after"] <= info["calibration"]["val_loss_before"]
+    assert info["returned"] == "average of epochs 1 to 2" and not info["give_up"]["gave_up"]
+    base_metrics = json.loads(base_path.with_suffix(".json").read_text())["metrics"]
+    for split in ("val", "test"):  # the base is left at chance on purpose: fine-tuning has a gain to keep
+        assert info["metrics"][split]["accuracy"] > base_metrics[split]["accuracy"] + 0.2, split
+    assert info["peak_rate"] == 1e-3 and info["average_last"] == 2
     assert "base" in result.stdout and "fine-tuned" in result.stdout
     code = f"""
 import json, keras

@@ -37,12 +37,12 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(photos, weights, tmp_path_factory):
-    """Stage 1 with its defaults, then stage 2 for two epochs at a rate far too high, then compare."""
+    """Stage 1 with its defaults, then stage 2 for six epochs at a rate far too high, then megaTest."""
     folder = tmp_path_factory.mktemp("run")
     base, tuned, mega = folder / "base.h5", folder / "tuned.h5", folder / "mega.json"
     runs = [run_script("lilTinyNet.py", "--data-dir", str(photos), "--alpha", "0.35", "--weights", weights,
                        "--output", str(base)),
-            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "2",
+            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "6",
                        "--learning-rate", "10"),
             run_script("megaTest.py", "--models", str(base), str(tuned), "--json", str(mega), "--report",
                        str(folder / "megatest.html"))]
@@ -65,13 +65,14 @@ def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
     assert info["metrics"]["val"]["accuracy"] == 1.0, "one colour per class: the head must separate them"
 
 
-def test_stage_two_hands_back_the_base_when_it_cannot_beat_it(trained):
-    """The base is perfect on validation, and fine-tuning at a rate that wrecks the features cannot
-    beat it: the output is the base's weights."""
+def test_stage_two_gives_up_after_a_third_of_its_schedule_when_it_cannot_beat_the_base(trained):
+    """The base is perfect on validation, and fine-tuning at a rate that wrecks the features falls
+    far below it: after two of six epochs stage 2 stops, says so, and hands back the base's weights."""
     base, tuned, _, (_, second, _) = trained
     info = json.loads(tuned.with_suffix(".json").read_text())
-    assert info["base_val_accuracy"] == 1.0 and info["best_epoch"] == 0 and len(info["history"]) == 2
-    assert "the output is the base model" in second.stdout
+    assert info["base_val_accuracy"] == 1.0 and info["returned"] == "base" and info["give_up"]["gave_up"]
+    assert info["give_up"]["epoch"] == len(info["history"]) == 2, "a third of the six epochs"
+    assert "fine-tuning gave up after 2 of 6 epochs: the output is the base model" in second.stdout
     images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
     before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, tuned))
     np.testing.assert_allclose(after, before, atol=1e-6)

@@ -228,12 +228,16 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_base, tmp_path):
     resumed = tmp_path / "resumed.h5"
     state = resumed.with_suffix(".state") / "state.json"
     process = start(*flags, "--output", str(resumed))
-    kill_when(process, lambda: state.exists() and len(json.loads(state.read_text())["rows"]) >= 2)
+    # killed inside the averaged last quarter: epoch 3's weights must come back from the state folder
+    kill_when(process, lambda: state.exists() and len(json.loads(state.read_text())["rows"]) >= 3)
     assert not resumed.exists()
     finished = run_script(*flags, "--output", str(resumed), "--resume")
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "resuming after epoch 2" in finished.stdout
+    assert "resuming after epoch 3" in finished.stdout
     a, b = (json.loads(p.with_suffix(".json").read_text()) for p in (whole, resumed))
+    for choice in ("returned", "average_last", "give_up", "peak_rate", "augment"):
+        assert a[choice] == b[choice], choice
+    assert a["returned"] == "average of epochs 3 to 4"
     keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
     for row_a, row_b in zip(a["history"], b["history"], strict=True):
         for key in keys:

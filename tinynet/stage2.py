@@ -17,6 +17,7 @@ What to expect on CIFAR-10 and on photo sets, and how long it takes: README.md's
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Callable
@@ -46,6 +47,9 @@ EPOCHS = 30  # on a large set such as CIFAR-10
 MIN_STEPS = 300  # on a small one, more epochs: fine-tuning needs a few hundred steps to move the features
 BATCH_SIZE = 128
 MIN_BATCH = 16  # below this, the noise of the gradient outweighs the extra steps
+PEAK_RATE, REFERENCE_ALPHA = 3e-4, 0.35  # Adam moves every weight by about the rate: a wider base needs a lower one
+AVERAGED_SHARE = 4  # the last quarter of the schedule, at low rates, is averaged: steadier than any one epoch
+GIVE_UP_Z = 2.0  # standard errors of the validation accuracy's difference that count as "below the base"
 
 
 def parse_args(argv: list[str] | None = None):
@@ -60,6 +64,12 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--layer-decay", type=float, default=1.0,
                        help="each block below the top trains at this fraction of the rate of the block above it "
                             "(1: one rate for all)")
+    group.add_argument("--keep", choices=("average", "best"), default="average",
+                       help="what stage 2 returns: average, the mean of the weights of the schedule's last quarter "
+                            "(its low-rate epochs); best, the epoch best on validation, the base included")
+    group.add_argument("--give-up", action=argparse.BooleanOptionalAction, default=True,
+                       help="after a third of the schedule, stop and return the base model if fine-tuning is below "
+                            "it on validation by more than the validation set's size can put down to chance")
     group.add_argument("--augment", choices=("auto", *AUGMENTATIONS), default="auto",
                        help="flip each training image, then shift it (by up to 1/8 of its size) or crop it (zoom "
                             "into a random window of 1/4 to all of its area); auto: crop photos, shift small images "
@@ -69,8 +79,9 @@ def parse_args(argv: list[str] | None = None):
         epochs=f"{EPOCHS}, more on a small set so that training takes at least {MIN_STEPS} steps",
         batch_size=None, batch_help=f"default {BATCH_SIZE}, smaller on a small set (an eighth of it, at least "
                                     f"{MIN_BATCH})",
-        learning_rate=3e-4, rate_help="peak Adam rate, reached after a warm-up of one epoch (at least 1/30 of "
-                                      "training), then decayed along a cosine to 0",
+        learning_rate=None, rate_help=f"peak Adam rate, reached after a warm-up of one epoch (at least 1/30 of "
+                                      f"training), then decayed along a cosine to 0; default {PEAK_RATE:g} at alpha "
+                                      f"{REFERENCE_ALPHA}, and inversely proportional to the base's width",
         patience="none, the whole schedule: its last, low-rate epochs gain the most")
     cli.add_output_args(parser, "cifar10_finetuned_lilTinyNet.h5")
     add_device_args(parser)
@@ -108,7 +119,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
     # Batches, epochs and warm-up sized to the set: a small one still gets a few hundred steps.
     # Over several devices, the batch and rate scale with them (tinynet.devices.scaled).
     batch_size = args.batch_size or int(np.clip(len(images["train"]) // 8, MIN_BATCH, BATCH_SIZE))
-    batch_size, learning_rate = scaled(strategy, batch_size, args.learning_rate)
+    alpha = base_info.get("settings", {}).get("alpha", 1.0)
+    batch_size, learning_rate = scaled(strategy, batch_size, args.learning_rate or PEAK_RATE * REFERENCE_ALPHA / alpha)
     shard = batch_slice(strategy, batch_size)  # under --distribute: this process's part of each batch
     steps_per_epoch = epoch_steps(len(images["train"]), batch_size, shard)
     epochs = args.epochs or max(EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
@@ -116,11 +128,18 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
     total_steps = epochs * steps_per_epoch
     warmup = max(steps_per_epoch, total_steps // 30)
     stopping = f"patience {patience}" if patience < epochs else "no early stopping"
-    print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, "
-          f"{warmup} steps of warm-up, {stopping}")
+    print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, peak rate "
+          f"{learning_rate:.3g}, {warmup} steps of warm-up, {stopping}")
 
-    # Epoch 0 is the base itself: a fine-tuned epoch must beat it on validation to be kept.
+    # Epoch 0 is the base itself. After a third of the schedule, fine-tuning gives up if it is
+    # below the base on validation by more than chance explains; else the average of its last
+    # quarter is returned (--keep best: the best epoch, the base included).
     base_val = evaluate_splits(model, images, labels, batch_size, shard, splits=("val",))["val"]
+    average_last = max(2, epochs // AVERAGED_SHARE) if args.keep == "average" else 0
+    give_up = (max(1, round(epochs / 3)), chance_margin(base_val["accuracy"], len(labels["val"])))
+    print(f"returns: {f'the average of the last {average_last} epochs' if average_last else 'the best epoch'}"
+          + (f", or the base if after {give_up[0]} epochs validation accuracy is more than {give_up[1]:.4f} below "
+             f"its {base_val['accuracy']:.4f}" if args.give_up else ""))
 
     # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
     unfrozen = unfreeze(model, from_layer)
@@ -135,9 +154,13 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
         run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
                     output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
                     augment=augment, baseline=(base_val["accuracy"], base_val["loss"]), shard=shard,
-                    writes=writes_output(strategy), on_epoch=on_epoch)
+                    writes=writes_output(strategy), on_epoch=on_epoch, average_last=average_last,
+                    give_up=give_up if args.give_up else None)
     report_divergence(run)
-    if run.best_epoch == 0:
+    returned = run.returned()
+    if returned == "base":
+        print(f"fine-tuning gave up after {len(run.rows)} of {epochs} epochs: the output is the base model")
+    elif not average_last and run.best_epoch == 0:
         print(f"no epoch beat the base model's validation accuracy {base_val['accuracy']:.4f} (loss "
               f"{base_val['loss']:.4f}): the output is the base model")
 
@@ -153,10 +176,20 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
         if writes_output(strategy):
             info = finish(model, "finetune", args, learning_rate=learning_rate, data=data, splits=splits, seed=seed,
                           history=run.rows, metrics=metrics, times=times, started=started,
-                          best_epoch=run.best_epoch, augment=augment, base=str(args.base),
+                          best_epoch=run.best_epoch, returned=returned, average_last=average_last,
+                          peak_rate=learning_rate,
+                          give_up={"epoch": give_up[0], "margin": give_up[1], "gave_up": run.gave_up},
+                          augment=augment, base=str(args.base),
                           base_val_accuracy=base_val["accuracy"], base_metrics=base_info.get("metrics"),
                           unfrozen_layers=unfrozen, calibration=calibrated)
             base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
             print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
-                  f"after {len(run.rows)} epochs (best: {run.best_epoch}) in {times['total']:.0f} s")
+                  f"after {len(run.rows)} epochs ({returned}) in {times['total']:.0f} s")
     return info
+
+
+def chance_margin(accuracy: float, images: int) -> float:
+    """How far below the base's validation accuracy fine-tuning may fall before it counts as worse:
+    GIVE_UP_Z standard errors of the difference between two accuracies of about this size on this
+    many images, and at least one image."""
+    return max(GIVE_UP_Z * math.sqrt(2 * max(accuracy * (1 - accuracy), 1 / images) / images), 1 / images)

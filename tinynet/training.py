@@ -19,7 +19,7 @@ from tinynet.batches import Rows, epoch_batches, in_batches, sharded_in_batches
 from tinynet.checkpoint import RunCheckpoint
 from tinynet.distributed import check_same_everywhere, local_call
 from tinynet.errors import UserError
-from tinynet.runfiles import save_arrays, state_dir
+from tinynet.runfiles import state_dir
 from tinynet.streaming import take
 
 HEAD_STEPS_PER_CALL = 64  # a step of the head alone takes milliseconds: run up to 64 per call
@@ -67,7 +67,8 @@ def held_out_batches(arrays: tuple[Rows, Rows], batch_size: int, shard: slice | 
 def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, epochs: int,
           batch_size: int, seed: int, output: str | Path, resume: bool, log_dir: str | None, patience: int,
           augment: str | None = None, baseline: tuple[float, float] | None = None, shard: slice | None = None,
-          writes: bool = True, on_epoch: Callable[[int, keras.Model], None] | None = None) -> RunCheckpoint:
+          writes: bool = True, on_epoch: Callable[[int, keras.Model], None] | None = None, average_last: int = 0,
+          give_up: tuple[int, float] | None = None) -> RunCheckpoint:
     """Fit `net` on the training split, validating each epoch; resumable from the output's state folder.
     Stops early after `patience` epochs without a better epoch. With a baseline (the starting
     weights' validation accuracy and loss), those weights are epoch 0: an epoch must beat them to
@@ -78,7 +79,7 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
 
     Returns the checkpoint callback: its rows are the per-epoch history (across a resume too),
     best_epoch says which weights the model now holds, and diverged whether the loss blew up."""
-    checkpoint = RunCheckpoint(state_dir(output), patience, writes)
+    checkpoint = RunCheckpoint(state_dir(output), patience, writes, average_last, give_up)
     checkpoint.set_model(net)
     if not resume and writes:
         shutil.rmtree(checkpoint.folder, ignore_errors=True)
@@ -86,11 +87,10 @@ def train(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.
     if shard:  # every process resumes from process 0's state, so it must see the same
         check_same_everywhere(first_epoch, f"the epoch to resume after, read from {checkpoint.folder} (--resume "
                                            "across hosts needs the output's folder on a filesystem they share)")
-    if baseline is not None and checkpoint.best_weights is None:
-        checkpoint.best, checkpoint.best_weights = baseline, net.get_weights()
-        if writes:
-            checkpoint.folder.mkdir(parents=True, exist_ok=True)
-            save_arrays(checkpoint.folder / "best.npz", checkpoint.best_weights)
+    if baseline is not None:
+        checkpoint.baseline = baseline
+        if checkpoint.best_weights is None:
+            checkpoint.set_baseline(baseline)
     if resume:
         print(f"resuming after epoch {first_epoch}" if first_epoch else "nothing to resume: starting afresh")
     callbacks: list[keras.callbacks.Callback] = [checkpoint]
