@@ -107,33 +107,91 @@ def run(args: argparse.Namespace) -> None:
                         append({"kind": "stage2", **where, "recipe": recipe, **stage2(base, recipe)})
 
 
+# Runs through the whole schedule, from which what stage 2's defaults return is read. At alpha
+# 0.35 the earlier code's defaults ("") trained exactly as today's (the same rate and augmentation).
+KIT_RUNS = {1.0: ("--no-give-up",), 0.35: ("--no-give-up", "")}
+PREVIOUS = ""  # the earlier defaults: 3e-4 at every width, the epoch best on validation returned
+
+
 def spread(values: list[float]) -> dict:
     return {"mean": round(float(np.mean(values)), 4), "sd": round(float(np.std(values, ddof=1)), 4)
             if len(values) > 1 else None, "min": round(float(np.min(values)), 4), "n": len(values)}
 
 
+def as_the_kit_returns(run: dict, val_images: int) -> dict:
+    """What stage 2's defaults return, read from a run through its whole schedule: the base if at
+    the give-up epoch its validation accuracy was more than the margin below the base's (the run
+    then stops there: the share of the schedule's time it took), else the average of the last
+    quarter of the epochs, which the run itself returned (the mix of that name for earlier runs)."""
+    from tinynet.stage2 import chance_margin, give_up_epoch
+
+    epochs, base = run["epochs"], run["epochs"][0]
+    epoch = give_up_epoch(len(epochs) - 1)
+    margin = (run.get("give_up") or {}).get("margin") or chance_margin(base["val_accuracy"], val_images)
+    val = (run.get("kit_val_accuracy") or [row["val_accuracy"] for row in epochs[1:]])[epoch - 1]
+    if base["val_accuracy"] - val > margin:
+        seconds = run["epoch_seconds"]
+        return {"test_accuracy": base["test_accuracy"], "gave_up": True,
+                "time_share": round(seconds[epoch - 1] / seconds[-1], 3)}
+    average = run["test_accuracy"] if run.get("returned", "").startswith("average") else \
+        run["mixes"]["average_last_quarter"]["test_accuracy"]
+    return {"test_accuracy": average, "gave_up": False, "time_share": 1.0}
+
+
 def summary(records: list[dict]) -> dict[float, dict]:
-    """Per width and set, over seeds: each method's test accuracy, and stage 2's gain over stage 1."""
+    """Per width and set, over seeds: each method's test accuracy, stage 2's (as its defaults
+    return it, and as the earlier defaults did) and its gain over stage 1, and the aims."""
     tables = {}
     for alpha in sorted({record["alpha"] for record in records}):
         table = {}
         for name in PHOTO_SETS:
             here = [r for r in records if r["alpha"] == alpha and r["set"] == name]
-            if not here:
+            first = {r["seed"]: r for r in here if r["kind"] == "stage1"}
+            kit = {r["seed"]: r for recipe in reversed(KIT_RUNS[alpha]) for r in here
+                   if r["kind"] == "stage2" and r["recipe"] == recipe}
+            if not kit:
                 continue
-            first = {r["seed"]: r["test_accuracy"] for r in here if r["kind"] == "stage1"}
             row = {kind: spread([r["test_accuracy"] for r in here if r["kind"] == kind])
                    for kind in ("stage1", "regression", "tutorial") if any(r["kind"] == kind for r in here)}
-            for recipe in dict.fromkeys(r["recipe"] for r in here if r["kind"] == "stage2"):
-                runs = [r for r in here if r["kind"] == "stage2" and r["recipe"] == recipe]
-                row[f"stage2 {recipe}".strip()] = {
-                    **spread([r["test_accuracy"] for r in runs]),
-                    "gain": spread([r["test_accuracy"] - first[r["seed"]] for r in runs]),
-                    "kept_base": sum(r["kit_epoch"] == 0 for r in runs),
-                    "seconds": spread([r["seconds"] for r in runs])}
+            returned = {seed: as_the_kit_returns(run, first[seed]["val"]) for seed, run in kit.items()}
+            row["stage2"] = {**spread([r["test_accuracy"] for r in returned.values()]),
+                             "gain": spread([r["test_accuracy"] - first[seed]["test_accuracy"]
+                                             for seed, r in returned.items()]),
+                             "gave_up": sum(r["gave_up"] for r in returned.values()),
+                             "time_share_when_gave_up": max([r["time_share"] for r in returned.values()
+                                                             if r["gave_up"]], default=None),
+                             "seconds": spread([r["train_seconds"] for r in kit.values()]),
+                             "seeds": sorted(kit)}
+            previous = [r for r in here if r["kind"] == "stage2" and r["recipe"] == PREVIOUS and
+                        not r.get("returned")]  # runs of the earlier code: the epoch it chose
+            if previous and alpha == 1.0:
+                row["stage2_previous"] = {**spread([r["test_accuracy"] for r in previous]),
+                                          "seeds": sorted(r["seed"] for r in previous)}
+            elif previous:
+                row["stage2_previous"] = {**spread([r["epochs"][r["kit_epoch"]]["test_accuracy"] for r in previous]),
+                                          "seeds": sorted(r["seed"] for r in previous)}
+            row["images"] = {part: first[min(first)][part] for part in ("train", "val", "test")}
             table[name] = row
-        tables[alpha] = table
+        if table:
+            tables[alpha] = {"sets": table, "aims": aims(table, alpha)}
     return tables
+
+
+def aims(table: dict, alpha: float) -> dict:
+    """The issue's aims on this bench, each true or false, with what they were judged by."""
+    gains = {name: row["stage2"]["gain"]["mean"] for name, row in table.items()}
+    worst = {name: row["stage2"]["gain"]["min"] for name, row in table.items()}
+    return {
+        "stage2_at_least_stage1_on_every_set": all(gain >= 0 for gain in gains.values()),
+        "mean_gain_over_sets": round(float(np.mean(list(gains.values()))), 4),
+        "no_seed_more_than_2_points_below_stage1": all(gain >= -0.02 for gain in worst.values()),
+        "worst_seed": min(worst.values()),
+        "gave_up_within_a_third_of_the_time": all((row["stage2"]["time_share_when_gave_up"] or 0) <= 0.34
+                                                  for row in table.values()),
+        "stage1_at_least_regression_minus_1_point": all(
+            row["stage1"]["mean"] >= row["regression"]["mean"] - 0.01 for row in table.values() if "regression" in row),
+        **({"mean_gain_at_least_3_points": bool(np.mean(list(gains.values())) >= 0.03)} if alpha == 1.0 else {}),
+    }
 
 
 def main() -> None:

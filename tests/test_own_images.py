@@ -37,12 +37,12 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(photos, weights, tmp_path_factory):
-    """Stage 1 with its defaults, then stage 2 for six epochs at a rate far too high, then megaTest."""
+    """Stage 1 with its defaults, then stage 2 for ten epochs at a rate far too high, then megaTest."""
     folder = tmp_path_factory.mktemp("run")
     base, tuned, mega = folder / "base.h5", folder / "tuned.h5", folder / "mega.json"
     runs = [run_script("lilTinyNet.py", "--data-dir", str(photos), "--alpha", "0.35", "--weights", weights,
                        "--output", str(base)),
-            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "6",
+            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "10",
                        "--learning-rate", "10"),
             run_script("megaTest.py", "--models", str(base), str(tuned), "--json", str(mega), "--report",
                        str(folder / "megatest.html"))]
@@ -67,12 +67,12 @@ def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
 
 def test_stage_two_gives_up_after_a_third_of_its_schedule_when_it_cannot_beat_the_base(trained):
     """The base is perfect on validation, and fine-tuning at a rate that wrecks the features falls
-    far below it: after two of six epochs stage 2 stops, says so, and hands back the base's weights."""
+    far below it: after two of ten epochs stage 2 stops, says so, and hands back the base's weights."""
     base, tuned, _, (_, second, _) = trained
     info = json.loads(tuned.with_suffix(".json").read_text())
     assert info["base_val_accuracy"] == 1.0 and info["returned"] == "base" and info["give_up"]["gave_up"]
-    assert info["give_up"]["epoch"] == len(info["history"]) == 2, "a third of the six epochs"
-    assert "fine-tuning gave up after 2 of 6 epochs: the output is the base model" in second.stdout
+    assert info["give_up"]["epoch"] == len(info["history"]) == 2, "a fifth of the ten epochs"
+    assert "fine-tuning gave up after 2 of 10 epochs: the output is the base model" in second.stdout
     images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
     before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, tuned))
     np.testing.assert_allclose(after, before, atol=1e-6)

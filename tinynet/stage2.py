@@ -49,6 +49,7 @@ BATCH_SIZE = 128
 MIN_BATCH = 16  # below this, the noise of the gradient outweighs the extra steps
 PEAK_RATE, REFERENCE_ALPHA = 3e-4, 0.35  # Adam moves every weight by about the rate: a wider base needs a lower one
 AVERAGED_SHARE = 4  # the last quarter of the schedule, at low rates, is averaged: steadier than any one epoch
+GIVE_UP_AT = 0.2  # of the epochs: with the first epoch's tracing, a fifth of the epochs is under a third of the time
 GIVE_UP_Z = 2.0  # standard errors of the validation accuracy's difference that count as "below the base"
 
 
@@ -68,8 +69,8 @@ def parse_args(argv: list[str] | None = None):
                        help="what stage 2 returns: average, the mean of the weights of the schedule's last quarter "
                             "(its low-rate epochs); best, the epoch best on validation, the base included")
     group.add_argument("--give-up", action=argparse.BooleanOptionalAction, default=True,
-                       help="after a third of the schedule, stop and return the base model if fine-tuning is below "
-                            "it on validation by more than the validation set's size can put down to chance")
+                       help="after a fifth of the epochs, stop and return the base model if fine-tuning is below it "
+                            "on validation by more than the validation set's size can put down to chance")
     group.add_argument("--augment", choices=("auto", *AUGMENTATIONS), default="auto",
                        help="flip each training image, then shift it (by up to 1/8 of its size) or crop it (zoom "
                             "into a random window of 1/4 to all of its area); auto: crop photos, shift small images "
@@ -131,12 +132,12 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
     print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, peak rate "
           f"{learning_rate:.3g}, {warmup} steps of warm-up, {stopping}")
 
-    # Epoch 0 is the base itself. After a third of the schedule, fine-tuning gives up if it is
+    # Epoch 0 is the base itself. After a fifth of the epochs, fine-tuning gives up if it is
     # below the base on validation by more than chance explains; else the average of its last
     # quarter is returned (--keep best: the best epoch, the base included).
     base_val = evaluate_splits(model, images, labels, batch_size, shard, splits=("val",))["val"]
     average_last = max(2, epochs // AVERAGED_SHARE) if args.keep == "average" else 0
-    give_up = (max(1, round(epochs / 3)), chance_margin(base_val["accuracy"], len(labels["val"])))
+    give_up = (give_up_epoch(epochs), chance_margin(base_val["accuracy"], len(labels["val"])))
     print(f"returns: {f'the average of the last {average_last} epochs' if average_last else 'the best epoch'}"
           + (f", or the base if after {give_up[0]} epochs validation accuracy is more than {give_up[1]:.4f} below "
              f"its {base_val['accuracy']:.4f}" if args.give_up else ""))
@@ -186,6 +187,12 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
             print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
                   f"after {len(run.rows)} epochs ({returned}) in {times['total']:.0f} s")
     return info
+
+
+def give_up_epoch(epochs: int) -> int:
+    """The epoch after which fine-tuning may give up: early enough that giving up saves most of
+    the schedule's time, its first epoch (which traces the model) included."""
+    return max(1, round(epochs * GIVE_UP_AT))
 
 
 def chance_margin(accuracy: float, images: int) -> float:
