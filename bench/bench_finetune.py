@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.bench_app import cpu
 from bench.common import DATA, RESULTS, ROOT, contract_accuracy, in_fresh_process, run_child, save, weights
 
 MODELS = RESULTS / "models"
@@ -95,7 +96,8 @@ def main() -> None:
         return
     result = {"command": "python " + " ".join(command), **run_child(command, RESULTS / f"{name}.log")}
     info = json.loads(output.with_suffix(".json").read_text())
-    result.update(times=info["times"], metrics=info["metrics"], base_metrics=info["base_metrics"],
+    result.update(hardware=cpu(), returned=info.get("returned"), give_up=info.get("give_up"),
+                  times=info["times"], metrics=info["metrics"], base_metrics=info["base_metrics"],
                   curve=[{k: row[k] for k in ("epoch", "seconds", "accuracy", "val_accuracy")}
                          for row in info["history"]])
     result["contract_test"] = contract_accuracy(output)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_app import cpu
 from bench.bench_own_data import FLOWERS, logistic_regression, run_stage1
 from bench.bench_stage2_epochs import every_epoch
 from bench.common import RESULTS, in_fresh_process, save, weights
@@ -32,6 +33,7 @@ from bench.photo_sets import SETS, build
 from bench.tutorial_peer import tutorial
 
 PHOTO_SETS = [*SETS, "flowers5"]
+MACHINE = "AMD EPYC, 2 cores"  # where the runs that do not name their hardware ran
 LOG = RESULTS / "photos" / "runs.jsonl"
 MODELS = RESULTS / "models" / "photos"
 
@@ -49,6 +51,7 @@ def read_log() -> list[dict]:
 
 
 def append(record: dict) -> None:
+    record["hardware"] = cpu()
     LOG.parent.mkdir(parents=True, exist_ok=True)
     with open(LOG, "a") as out:
         out.write(json.dumps(record) + "\n")
@@ -160,7 +163,8 @@ def summary(records: list[dict]) -> dict[float, dict]:
                              "gave_up": sum(r["gave_up"] for r in returned.values()),
                              "time_share_when_gave_up": max([r["time_share"] for r in returned.values()
                                                              if r["gave_up"]], default=None),
-                             "seconds": spread([r["train_seconds"] for r in kit.values()]),
+                             "seconds": spread([kit[seed]["train_seconds"] * r["time_share"]
+                                                for seed, r in returned.items()]),
                              "seeds": sorted(kit)}
             previous = [r for r in here if r["kind"] == "stage2" and r["recipe"] == PREVIOUS and
                         not r.get("returned")]  # runs of the earlier code: the epoch it chose
@@ -173,7 +177,8 @@ def summary(records: list[dict]) -> dict[float, dict]:
             row["images"] = {part: first[min(first)][part] for part in ("train", "val", "test")}
             table[name] = row
         if table:
-            tables[alpha] = {"sets": table, "aims": aims(table, alpha)}
+            hardware = sorted({r.get("hardware", MACHINE) for r in records if r["alpha"] == alpha})
+            tables[alpha] = {"hardware": ", and ".join(hardware), "sets": table, "aims": aims(table, alpha)}
     return tables
 
 

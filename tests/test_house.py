@@ -68,3 +68,17 @@ def test_no_measured_figure_in_a_docstring_or_a_flags_help():
                   if keyword.arg == "help"]
         found += [f"{path.name}: {match.group()}" for text in texts if text for match in MEASURED.finditer(text)]
     assert found == []
+
+
+def test_readme_and_results_tables_are_what_bench_results_give():
+    """Every table between markers is bench.tables' rendering of bench/results (python -m bench.tables)."""
+    from bench import tables
+
+    for page in tables.PAGES:
+        text = page.read_text()
+        assert tables.MARKED.search(text) or page.name != "README.md", "README has its tables"
+        assert tables.rewritten(text) == text, f"{page.name} is out of date: python -m bench.tables"
+
+
+def test_readme_is_short_enough_to_read():
+    assert (ROOT / "README.md").stat().st_size <= 15 * 1024
