@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PAGES = [ROOT / "README.md", ROOT / "docs" / "results.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "using-the-model.md"]
 MARKED = re.compile(r"(<!-- table:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 RUNTIME_NAMES = {"litert": "LiteRT", "tensorflow": "TensorFlow"}
 XEON = "2-core Intel Xeon, 2.1 GHz"  # where the results that name no hardware were measured (bench/README.md)
