@@ -5,8 +5,8 @@ features, at several model input sizes, for sets of small images.
     python -m bench.bench_tiny_images --alpha 1.0 --seeds 0
 
 Sets: scikit-learn's 8-pixel digits (1,797 images, shipped with scikit-learn, grey), and 400
-CIFAR-10 training images of each class from the shared JPEGs at 16, 24 and 32 pixels (down-sampled
-for the smaller two), 100 test images of each class from CIFAR-10's test folder. Each is written as
+CIFAR-10 training images of each class from the shared JPEGs at 16 and 32 pixels (--cifar-sides;
+down-sampled below 32), 100 test images of each class from CIFAR-10's test folder. Each is written as
 class folders and read by the kit's own loader at each size; validation and test are the kit's
 carved split for each seed (digits), or validation carved for the first seed and CIFAR-10's test
 folder. The regression's C is chosen on validation
@@ -74,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--alpha", type=float, choices=(0.35, 1.0), default=0.35)
+    parser.add_argument("--cifar-sides", nargs="*", type=int, default=[16, 32],
+                        help="CIFAR-10 down-sampled to these sides (32: as it is)")
     args = parser.parse_args()
     from tinynet.data import default_image_size, load_dataset, split_data
     from tinynet.features import extract_features
@@ -84,7 +86,7 @@ def main() -> None:
         members = cifar_members()
         sets = {"digits8": write_digits(Path(tmp) / "digits8")}
         sets |= {f"cifar10_{side}px": write_small_cifar(Path(tmp) / f"cifar{side}", members, side)
-                 for side in (16, 24, 32)}
+                 for side in args.cifar_sides}
         for name, folder in sets.items():
             side = {"digits8": 8}.get(name) or int(name.split("_")[1][:-2])
             for size in SIZES:

@@ -682,11 +682,12 @@ def test_a_member_pointing_outside_the_archive_is_refused_and_nothing_is_written
 
 # Sizes and the Keras download -------------------------------------------------------------------
 
-def test_default_image_size_is_4x_small_images_in_steps_of_32_and_224_for_photos(tmp_path):
+def test_default_image_size_is_4x_small_images_in_steps_of_32_from_96_and_224_for_photos(tmp_path):
     assert default_image_size([(32, 32)]) == 128  # CIFAR-10, as the original upscaled it
     assert default_image_size([(48, 48)]) == 192
     assert default_image_size([(300, 400), (400, 300)]) == 224
-    assert default_image_size([(8, 8)]) == 32 and default_image_size([(1, 5)]) == 32  # never below 32
+    assert default_image_size([(8, 8)]) == 96 and default_image_size([(1, 5)]) == 96  # never below 96
+    assert default_image_size([(16, 16)]) == 96 and default_image_size([(24, 24)]) == 96  # 64, 96: the floor
     assert default_image_size([(40, 40)]) == 160 and default_image_size([(50, 50)]) == 192  # 200: nearest step
     assert default_image_size([(32, 32), (32, 32), (300, 300)]) == 128  # the median, not the mean
     assert load_dataset(str(write_tree(tmp_path / "small", {"": 2}, size=32))).image_size == 128

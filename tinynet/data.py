@@ -39,6 +39,7 @@ MAX_BAD_FRACTION = 0.01  # above 1% unreadable images the folder is broken, not 
 SIZE_SAMPLE = 200  # images whose size is read to choose the default image size
 PHOTO_SIZE = 224  # MobileNetV2's native input, where its ImageNet features were learnt
 UPSCALE = 4  # small images are upscaled 4x by default, as the original upscaled CIFAR-10's 32 pixels to 128
+SMALLEST_SIZE = 96  # MobileNetV2's smallest ImageNet input: below it its features fall away fast (bench_tiny_images)
 
 
 @dataclass
@@ -111,9 +112,9 @@ def _keras_cifar10(image_size: int | None) -> Dataset:
 
 def default_image_size(shapes: list[tuple[int, int]]) -> int:
     """The model's input size for images of these (height, width): 4x small images, as the original
-    did for CIFAR-10, in steps of 32 pixels; photos at MobileNetV2's native 224."""
+    did for CIFAR-10, in steps of 32 pixels and never below 96; photos at MobileNetV2's native 224."""
     side = float(np.median([min(shape) for shape in shapes]))
-    return int(min(PHOTO_SIZE, max(32, 32 * round(UPSCALE * side / 32))))
+    return int(min(PHOTO_SIZE, max(SMALLEST_SIZE, 32 * round(UPSCALE * side / 32))))
 
 
 def _load_batches(files: list[tuple[str, Reader | None]], image_size: int) -> Dataset:
