@@ -2,7 +2,7 @@
 
     python -m bench.photo_sets --out /work/data/photo_sets            # once: build the sets
     python -m bench.bench_photos --alpha 0.35 --seeds 0 1 2 3 4 --peer
-    python -m bench.bench_photos --alpha 1.0 --recipe "" --recipe "--learning-rate 1e-4"
+    python -m bench.bench_photos --alpha 1.0 --recipe=--no-give-up --recipe="--learning-rate 1e-4 --no-give-up"
     python -m bench.bench_photos --summary                             # the tables from what ran
 
 The sets are bench/photo_sets.py's (eight kinds of photos, each with a test folder) and flowers5.
@@ -122,16 +122,16 @@ def spread(values: list[float]) -> dict:
 
 
 def as_the_kit_returns(run: dict, val_images: int) -> dict:
-    """What stage 2's defaults return, read from a run through its whole schedule: the base if at
-    the give-up epoch its validation accuracy was more than the margin below the base's (the run
-    then stops there: the share of the schedule's time it took), else the average of the last
+    """What stage 2's defaults return, read from a run through its whole schedule: the base if no
+    epoch up to the give-up epoch came within the margin of the base's validation accuracy (the
+    run then stops there: the share of the schedule's time it took), else the average of the last
     quarter of the epochs, which the run itself returned (the mix of that name for earlier runs)."""
     from tinynet.stage2 import chance_margin, give_up_epoch
 
     epochs, base = run["epochs"], run["epochs"][0]
     epoch = give_up_epoch(len(epochs) - 1)
     margin = (run.get("give_up") or {}).get("margin") or chance_margin(base["val_accuracy"], val_images)
-    val = (run.get("kit_val_accuracy") or [row["val_accuracy"] for row in epochs[1:]])[epoch - 1]
+    val = max((run.get("kit_val_accuracy") or [row["val_accuracy"] for row in epochs[1:]])[:epoch])
     if base["val_accuracy"] - val > margin:
         seconds = run["epoch_seconds"]
         return {"test_accuracy": base["test_accuracy"], "gave_up": True,
@@ -139,6 +139,51 @@ def as_the_kit_returns(run: dict, val_images: int) -> dict:
     average = run["test_accuracy"] if run.get("returned", "").startswith("average") else \
         run["mixes"]["average_last_quarter"]["test_accuracy"]
     return {"test_accuracy": average, "gave_up": False, "time_share": 1.0}
+
+
+# What else stage 2 could return, read from the same runs (bench_stage2_epochs' mixes of weights).
+RULES = {
+    "the kit: the base if it gave up, else the average of the last quarter": None,
+    "the average of the last quarter, never giving up": lambda run: run["mixes"]["average_last_quarter"],
+    "the average of the last half": lambda run: run["mixes"]["average_last_half"],
+    "the base and the last quarter's average, half each (WiSE-FT)": lambda run: run["mixes"]["base_quarter_0.5"],
+    "the last epoch": lambda run: run["epochs"][-1],
+    "the epoch best on validation, ties to the lower loss (the earlier rule)":
+        lambda run: run["epochs"][run["kit_epoch"]],
+}
+
+
+def rules(kit: dict[str, dict[int, dict]], first: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    """Each rule's gain over stage 1: the mean over sets of each set's mean over seeds, the sets
+    where that mean is below stage 1, and the worst single run."""
+    table = {}
+    for rule, pick in RULES.items():
+        gains = {name: [(as_the_kit_returns(run, first[name][seed]["val"]) if pick is None else pick(run))
+                        ["test_accuracy"] - first[name][seed]["test_accuracy"] for seed, run in runs.items()]
+                 for name, runs in kit.items()}
+        means = [float(np.mean(values)) for values in gains.values()]
+        table[rule] = {"mean_gain": round(float(np.mean(means)), 4), "sets_below_stage1": sum(m < 0 for m in means),
+                       "worst_run": round(min(min(values) for values in gains.values()), 4),
+                       "runs": sum(map(len, gains.values()))}
+    return table
+
+
+def recipes(here: list[dict], first: dict[tuple, dict]) -> dict[str, dict]:
+    """Each recipe screened beside the kit's runs: the gain over stage 1 of its last quarter's
+    average and of the kit's runs' on the same sets and seeds."""
+    kit = {(r["set"], r["seed"]): r for recipe in reversed(KIT_RUNS[here[0]["alpha"]]) for r in here
+           if r["kind"] == "stage2" and r["recipe"] == recipe}
+    table = {}
+    for recipe in sorted({r["recipe"] for r in here if r["kind"] == "stage2"} - set(KIT_RUNS[here[0]["alpha"]])):
+        runs = [r for r in here if r["kind"] == "stage2" and r["recipe"] == recipe and (r["set"], r["seed"]) in kit]
+        if runs:
+            def gain(run: dict) -> float:
+                quarter = run["mixes"]["average_last_quarter"]["test_accuracy"]
+                return quarter - first[run["set"], run["seed"]]["test_accuracy"]
+            table[recipe] = {"runs": len(runs), "sets": sorted({r["set"] for r in runs}),
+                             "mean_gain": round(float(np.mean([gain(r) for r in runs])), 4),
+                             "kit_mean_gain": round(float(np.mean([gain(kit[r["set"], r["seed"]]) for r in runs])), 4)}
+    return table
 
 
 def summary(records: list[dict]) -> dict[float, dict]:
@@ -177,8 +222,15 @@ def summary(records: list[dict]) -> dict[float, dict]:
             row["images"] = {part: first[min(first)][part] for part in ("train", "val", "test")}
             table[name] = row
         if table:
-            hardware = sorted({r.get("hardware", MACHINE) for r in records if r["alpha"] == alpha})
-            tables[alpha] = {"hardware": ", and ".join(hardware), "sets": table, "aims": aims(table, alpha)}
+            here = [r for r in records if r["alpha"] == alpha]
+            hardware = sorted({r.get("hardware", MACHINE) for r in here})
+            first = {(r["set"], r["seed"]): r for r in here if r["kind"] == "stage1"}
+            kit = {name: {r["seed"]: r for recipe in reversed(KIT_RUNS[alpha]) for r in here
+                          if r["set"] == name and r["kind"] == "stage2" and r["recipe"] == recipe} for name in table}
+            tables[alpha] = {"hardware": ", and ".join(hardware), "sets": table, "aims": aims(table, alpha),
+                             "rules": rules(kit, {name: {seed: first[name, seed] for seed in runs}
+                                                  for name, runs in kit.items()}),
+                             "recipes": recipes(here, first)}
     return tables
 
 

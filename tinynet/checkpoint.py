@@ -29,8 +29,9 @@ class RunCheckpoint(keras.callbacks.Callback):
       patience counts from the best epoch the run itself trained, not from a baseline it was
       given, since fine-tuning first falls below its base and needs time to climb back past it;
     - with `average_last`, the mean of the weights the last that many epochs ended with;
-    - with `give_up` = (epoch, margin) and a baseline, the baseline's, when at that epoch the
-      validation accuracy is more than `margin` below the baseline's: training stops there.
+    - with `give_up` = (epoch, margin) and a baseline, the baseline's, when no epoch up to that one
+      came within `margin` of the baseline's validation accuracy: training stops there. The best
+      epoch so far, not the last: one epoch at the peak rate swings too much to judge a run by.
     """
 
     def __init__(self, folder: Path, patience: int, writes: bool = True, average_last: int = 0,
@@ -115,12 +116,12 @@ class RunCheckpoint(keras.callbacks.Callback):
             if self.writes:
                 save_arrays(self.folder / f"tail_{epoch + 1}.npz", self.tail[epoch + 1])
         if self.give_up and self.baseline and epoch + 1 == self.give_up[0]:
-            self.gave_up = self.baseline[0] - scores[0] > self.give_up[1]
+            self.gave_up = self.baseline[0] - self.run_best[0] > self.give_up[1]
         if self.writes:
             self.save()
         if self.gave_up:
-            print(f"giving up: after {epoch + 1} epochs validation accuracy is {scores[0]:.4f}, more than "
-                  f"{self.give_up[1]:.4f} below the base model's {self.baseline[0]:.4f}")
+            print(f"giving up: after {epoch + 1} epochs the best validation accuracy is {self.run_best[0]:.4f}, "
+                  f"more than {self.give_up[1]:.4f} below the base model's {self.baseline[0]:.4f}")
             self.model.stop_training = True
         elif self.stopped_early(epoch + 1):
             print(f"early stopping: no better epoch on validation for {self.patience} epochs")

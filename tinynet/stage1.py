@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None):
                        help="'imagenet', 'none' (random, for tests) or a path to a weights file")
     group.add_argument("--image-size", type=cli.positive_int, default=None,
                        help="images are resized to this inside the model; default: 4x small images "
-                            "(CIFAR-10's 32 to 128), photos at MobileNetV2's native 224")
+                            "(CIFAR-10's 32 to 128) and at least 96, photos at MobileNetV2's native 224")
     group.add_argument("--square", choices=SQUARE_METHODS, default="crop",
                        help="how a photo that is not square becomes square: its centre square, padded "
                             "with grey, or stretched")

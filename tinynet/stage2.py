@@ -132,15 +132,15 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
     print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, peak rate "
           f"{learning_rate:.3g}, {warmup} steps of warm-up, {stopping}")
 
-    # Epoch 0 is the base itself. After a fifth of the epochs, fine-tuning gives up if it is
-    # below the base on validation by more than chance explains; else the average of its last
-    # quarter is returned (--keep best: the best epoch, the base included).
+    # Epoch 0 is the base itself. After a fifth of the epochs, fine-tuning gives up if no epoch
+    # came within chance of the base on validation; else the average of its last quarter is
+    # returned (--keep best: the best epoch, the base included).
     base_val = evaluate_splits(model, images, labels, batch_size, shard, splits=("val",))["val"]
     average_last = max(2, epochs // AVERAGED_SHARE) if args.keep == "average" else 0
     give_up = (give_up_epoch(epochs), chance_margin(base_val["accuracy"], len(labels["val"])))
     print(f"returns: {f'the average of the last {average_last} epochs' if average_last else 'the best epoch'}"
-          + (f", or the base if after {give_up[0]} epochs validation accuracy is more than {give_up[1]:.4f} below "
-             f"its {base_val['accuracy']:.4f}" if args.give_up else ""))
+          + (f", or the base if none of the first {give_up[0]} epochs comes within {give_up[1]:.4f} of its "
+             f"validation accuracy, {base_val['accuracy']:.4f}" if args.give_up else ""))
 
     # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
     unfrozen = unfreeze(model, from_layer)
