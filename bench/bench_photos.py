@@ -147,6 +147,9 @@ RULES = {
     "the average of the last quarter, never giving up": lambda run: run["mixes"]["average_last_quarter"],
     "the average of the last half": lambda run: run["mixes"]["average_last_half"],
     "the base and the last quarter's average, half each (WiSE-FT)": lambda run: run["mixes"]["base_quarter_0.5"],
+    "the average of the last quarter, or the base if it is below the base on validation":
+        lambda run: run["epochs"][0] if run["mixes"]["average_last_quarter"]["val_accuracy"] <
+        run["epochs"][0]["val_accuracy"] else run["mixes"]["average_last_quarter"],
     "the last epoch": lambda run: run["epochs"][-1],
     "the epoch best on validation, ties to the lower loss (the earlier rule)":
         lambda run: run["epochs"][run["kit_epoch"]],

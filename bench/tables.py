@@ -64,8 +64,9 @@ def photos(alpha: float) -> str:
                  f"({points(aims['worst_seed'])})", "", ""])
     header = ["set", "train / val / test", "stage 1", "logistic regression", "TF tutorial", "stage 2",
               "stage 2 - stage 1, points: mean (worst seed)", "gave up", "stage 2 training"]
-    seeds = sorted({n for row in result["sets"].values() for n in [row["stage2"]["n"]]})
-    note = (f"\nTest accuracy, mean ± sd over {', '.join(map(str, seeds))} seeds (each its own carved validation "
+    seeds = sorted({row["stage2"]["n"] for row in result["sets"].values()})
+    counts = f"{seeds[0]} to {seeds[-1]} seeds" if len(seeds) > 1 else f"{seeds[0]} seed{'s' * (seeds[0] > 1)}"
+    note = (f"\nTest accuracy, mean ± sd over {counts} (each its own carved validation "
             f"split); alpha {alpha}{' (rebuilt ImageNet weights)' if alpha == 1.0 else ''}; "
             f"{result.get('hardware', 'AMD EPYC, 2 cores')}; `python -m bench.bench_photos --alpha {alpha}`.\n")
     return markdown(header, rows) + note
@@ -77,6 +78,44 @@ def photos_1() -> str:
 
 def photos_035() -> str:
     return photos(0.35)
+
+
+def photo_rules() -> str:
+    """What stage 2 could return, each rule scored on the same runs at both widths."""
+    results = {alpha: load(f"photos_alpha{alpha}") for alpha in (1.0, 0.35)
+               if (RESULTS / f"photos_alpha{alpha}.json").exists()}
+    rows = []
+    for rule in next(iter(results.values()))["rules"]:
+        rows.append([rule] + [f"{points(r['rules'][rule]['mean_gain'])}, {r['rules'][rule]['sets_below_stage1']} of "
+                              f"{len(r['sets'])}, {points(r['rules'][rule]['worst_run'])}" for r in results.values()])
+    runs = ", ".join(f"alpha {alpha}: {next(iter(r['rules'].values()))['runs']} runs" for alpha, r in results.items())
+    header = ["returned", *(f"alpha {alpha}: mean gain, sets below stage 1, worst run" for alpha in results)]
+    note = f"\nPoints over stage 1 on test; {runs}; `python -m bench.bench_photos --summary`.\n"
+    return markdown(header, rows) + note
+
+
+def photo_recipes() -> str:
+    """Recipes screened beside the kit's, on the same sets and seeds."""
+    rows = []
+    for alpha in (1.0, 0.35):
+        if (RESULTS / f"photos_alpha{alpha}.json").exists():
+            for recipe, run in load(f"photos_alpha{alpha}")["recipes"].items():
+                rows.append([f"`{recipe}`" if recipe else "the earlier defaults (3e-4 at every width)", str(alpha),
+                             f"{run['runs']} ({', '.join(run['sets'])})", points(run["mean_gain"]),
+                             points(run["kit_mean_gain"])])
+    header = ["stage 2 flags", "alpha", "runs (sets)", "its last quarter: gain", "the defaults' on the same runs"]
+    return markdown(header, rows) + "\nPoints over stage 1 on test, mean over the runs.\n"
+
+
+def tiny_images() -> str:
+    """A logistic regression on the base's features of small images, at each input size."""
+    result = load("tiny_images")
+    sizes = sorted({int(size) for means in result["means"].values() for size in means})
+    rows = [[name] + [pm(means[str(size)]) if str(size) in means else "-" for size in sizes]
+            for name, means in result["means"].items()]
+    return markdown(["set", *(f"{size} px" for size in sizes)], rows) + (
+        f"\nTest accuracy (mean ± sd over seeds); alpha {result['alpha']}; {result['note']}; "
+        "`python -m bench.bench_tiny_images`.\n")
 
 
 def cifar10() -> str:
@@ -150,8 +189,8 @@ def exports() -> str:
                      "images/s, batch 128", "batch 128 against Keras"], rows) + note
 
 
-TABLES = {"photos_1": photos_1, "photos_035": photos_035, "cifar10": cifar10, "runtimes": runtimes, "app": app,
-          "exports": exports}
+TABLES = {"photos_1": photos_1, "photos_035": photos_035, "photo_rules": photo_rules, "photo_recipes": photo_recipes,
+          "tiny_images": tiny_images, "cifar10": cifar10, "runtimes": runtimes, "app": app, "exports": exports}
 
 
 def rewritten(text: str) -> str:
