@@ -52,7 +52,7 @@ def _forward_pass_seconds(image_size: int, alpha: float) -> dict[str, float]:
     data = load_dataset(str(DATA), image_size)
     images = np.concatenate([part.images for part in data.parts.values()])
     seconds = {}
-    for name, head in (("used", "blocks"), ("full", "gap")):
+    for name, head in (("used", "blocks"), ("full", "linear")):
         extractor = feature_extractor(build_model(10, image_size, alpha, str(weights(alpha)), head))
         extractor.predict_on_batch(images[:PASS_BATCH_SIZE])  # warm-up: build and trace
         passes = []

@@ -62,7 +62,7 @@ FIXED_NORM = "blocks 13 and 16, 2x2, fixed normalization + Dense(512)"  # on fea
 
 # name: (feature maps read, classifier)
 HEADS = {
-    "gap: global pool of the base's output, linear": (["out_relu_global"], lambda: classifier_layers("gap", 10)),
+    "gap: global pool of the base's output, linear": (["out_relu_global"], lambda: classifier_layers("linear", 10)),
     "the base's output, 2x2, BatchNorm + Dense(512)": (["out_relu"], lambda: classifier_layers("blocks", 10)),
     "blocks 13 and 16, 2x2, BatchNorm + Dense(512) (default)": (list(TAPS), lambda: classifier_layers("blocks", 10)),
     "the same, BatchNorm with its own scale and offset": (list(TAPS), blocks_with_affine_norm),

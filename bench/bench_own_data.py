@@ -111,7 +111,7 @@ def pooled_regression(data, splits, alpha: float = 0.35) -> dict:
     from tinynet.features import extract_features
     from tinynet.model import build_model, feature_extractor
 
-    extractor = feature_extractor(build_model(data.num_classes, data.image_size, alpha, str(weights(alpha)), "gap",
+    extractor = feature_extractor(build_model(data.num_classes, data.image_size, alpha, str(weights(alpha)), "linear",
                                               data.square))
     x = {split: extract_features(extractor, images, 128) for split, images in splits.images.items()}
     y = splits.labels

@@ -41,7 +41,7 @@ def front_passes(source: str, alpha: float, image_size: int) -> dict:
 
     data = load_dataset(source, image_size)
     images = np.concatenate([part.images for part in data.parts.values()])
-    head = "blocks" if len(images) > 2000 else "gap"  # what stage 1's defaults pick
+    head = "blocks" if len(images) > 2000 else "linear"  # what stage 1's defaults pick
     extractor = feature_extractor(build_model(data.num_classes, image_size, alpha, str(weights(alpha)), head))
     start = time.perf_counter()
     litert = runtime.litert_runner(extractor, images.shape[1:])

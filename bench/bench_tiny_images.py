@@ -93,7 +93,7 @@ def main() -> None:
                 # The base's features of every image once; each seed's split then picks rows of them.
                 data = load_dataset(str(folder), size)
                 extractor = feature_extractor(build_model(data.num_classes, size, args.alpha,
-                                                          str(weights(args.alpha)), "gap", data.square))
+                                                          str(weights(args.alpha)), "linear", data.square))
                 data.parts = {part: replace(images, images=extract_features(extractor, images.images, 128))
                               for part, images in data.parts.items()}
                 for seed in args.seeds if name == "digits8" else args.seeds[:1]:  # CIFAR's test folder is fixed

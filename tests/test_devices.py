@@ -36,7 +36,7 @@ replicas = strategy.num_replicas_in_sync
 x = np.concatenate([class_images(k, 16) for k in range(3)])
 y = one_hot(np.repeat(np.arange(3), 16), 3)
 with strategy.scope():
-    model = build_model(3, 32, 0.35, weights, "gap")
+    model = build_model(3, 32, 0.35, weights, "linear")
     extractor = feature_extractor(model)
 features = extractor.predict(x, batch_size=8, verbose=0)
 head = model.get_layer("classifier")
@@ -118,7 +118,7 @@ def test_multiworker_flag_explains_the_upstream_bug(tiny_tree, weights, tmp_path
 def test_mixed_precision_models_load_and_predict_in_float32(precision, tiny_tree, weights, tmp_path):
     output = tmp_path / "m.h5"
     result = run_script("lilTinyNet.py", "--data-dir", str(tiny_tree), "--alpha", "0.35", "--weights", weights,
-                        "--image-size", "32", "--epochs", "1", "--head", "gap", "--precision", precision,
+                        "--image-size", "32", "--epochs", "1", "--head", "linear", "--precision", precision,
                         "--output", str(output))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"precision mixed_{'float16' if precision == 'mixed' else 'bfloat16'}" in result.stdout

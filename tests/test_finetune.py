@@ -212,7 +212,7 @@ def test_an_end_to_end_random_weights_base_fine_tunes_and_reloads_in_a_fresh_pro
     from random weights, then stage 2 on it, then the result evaluated afresh in another process."""
     base, tuned = tmp_path / "base.h5", tmp_path / "tuned.h5"
     assert run_main(stage1.main, "--data-dir", str(tiny_tree), "--weights", "none", "--alpha", "0.35",
-                    "--image-size", "32", "--epochs", "2", "--head", "gap", "--no-feature-cache",
+                    "--image-size", "32", "--epochs", "2", "--head", "linear", "--no-feature-cache",
                     "--output", str(base)) == 0, capsys.readouterr().err
     info = json.loads(base.with_suffix(".json").read_text())
     assert info["settings"]["feature_cache"] is False and "features" not in info["times"]

@@ -71,7 +71,7 @@ def test_every_script_writes_what_readme_says(journey):
         assert (folder / f"{stem}.h5").stat().st_size > 100_000
         assert json.loads((folder / f"{stem}.json").read_text())["metrics"]["test"]["accuracy"] >= 0
     head = json.loads((folder / f"{BASE}.json").read_text())["head"]
-    assert head == {"photos": "gap", "cifar-like": "blocks"}[kind]
+    assert head == {"photos": "linear", "cifar-like": "blocks"}[kind]
     for page in ("index.html", "megatest.html"):
         assert (folder / "reports" / page).stat().st_size > 10_000
     for name in ("learning_curves.png", f"{BASE}_confusion.png", f"{TUNED}_confusion.png",

@@ -59,7 +59,7 @@ def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
     assert (data["train"], data["val"], data["test"]) == (18, 6, 8), "val/ is the test set; validation is carved"
     assert data["image_size"] == 224, "photos train at MobileNetV2's native size"
     assert data["square"] == "crop" and info["class_names"] == sorted(CLASS_COLOURS)
-    assert info["head"] == "gap" and "head: linear" in first.stdout and "penalty" in info
+    assert info["head"] == "linear" and "head: linear" in first.stdout and "penalty" in info
     assert "note: skipped 1 file(s)" in first.stdout and "README.txt" in first.stdout
     assert ".DS_Store" not in first.stdout + first.stderr
     assert info["metrics"]["val"]["accuracy"] == 1.0, "one colour per class: the head must separate them"

@@ -114,7 +114,7 @@ def test_grad_cam_of_a_gap_head_is_the_class_activation_map(weights, tmp_path):
     """With a linear layer on globally pooled maps and two classes, the gradient of a class's
     probability weights each map by the difference of the two classes' weights (times a positive
     factor), so Grad-CAM must equal Zhou et al.'s class activation map of that difference."""
-    model = build_model(2, 64, 0.35, weights, "gap")
+    model = build_model(2, 64, 0.35, weights, "linear")
     dense = model.get_layer("classifier").get_layer("predictions")
     dense.kernel.assign(np.random.default_rng(1).normal(0, 0.05, dense.kernel.shape))  # as if trained
     model.save(tmp_path / "m.h5")

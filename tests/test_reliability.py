@@ -197,7 +197,7 @@ def test_kills_lose_no_model_and_resume_completes(tiny_tree, tiny_base, weights,
     images = class_images(1, 4)
     before = predictions(output, images)
     flags = ["lilTinyNet.py", "--data-dir", str(tiny_tree), "--alpha", "0.35", "--weights", weights,
-             "--image-size", "32", "--epochs", "6", "--head", "gap", "--output", str(output), "--resume"]
+             "--image-size", "32", "--epochs", "6", "--head", "linear", "--output", str(output), "--resume"]
     state = output.with_suffix(".state") / "state.json"
     partial = output.with_name(f".{output.stem}.partial.h5")
 

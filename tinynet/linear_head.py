@@ -37,7 +37,7 @@ def fit_linear_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarra
     try:
         for penalty in PENALTIES:
             keras.utils.set_random_seed(seed)
-            classifier = make_classifier("gap", features["train"].shape[1:], num_classes, penalty)
+            classifier = make_classifier("linear", features["train"].shape[1:], num_classes, penalty)
             fit(classifier, features["train"], labels["train"])
             probabilities = keras.ops.convert_to_numpy(classifier(features["val"], training=False))
             losses = -np.log(np.maximum((probabilities * labels["val"]).sum(1), 1e-12))

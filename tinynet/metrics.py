@@ -60,7 +60,7 @@ class Evaluation:
     labels: np.ndarray  # (n,) int
     class_names: list[str]
     seconds: float  # wall time of the pass
-    penalty: float = 0.0  # the weights' L2 penalty (the gap head's), which model.evaluate() adds to its loss
+    penalty: float = 0.0  # the weights' L2 penalty (the linear head's), which model.evaluate() adds to its loss
     runtime: str = "tensorflow"  # what ran the pass (tinynet.runtime)
     loss: float = field(init=False)
     accuracy: float = field(init=False)

@@ -26,7 +26,7 @@ IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # the widths Keras has Image
 MIN_IMAGE_SIZE = 32  # MobileNetV2 halves the image five times
 # MobileNetV2 blocks by name: unfreezing cuts here, never at a bare layer index.
 BLOCK_NAMES = [f"block_{i}_expand" for i in range(1, 17)] + ["Conv_1"]
-HEADS = ("blocks", "gap", "original")
+HEADS = ("blocks", "linear", "original")
 DEFAULT_PENALTY = 1e-2  # the gap head's L2 penalty when it is not chosen on validation
 # Where the default head reads MobileNetV2: block 13's expansion (stride 16) and the last block's
 # output (stride 32), before Conv_1, the final 1x1 convolution to 1280 channels. Conv_1 is the most
@@ -85,13 +85,13 @@ def head_features(head: str, maps: keras.KerasTensor | list[keras.KerasTensor], 
 
     blocks: each tapped map averaged over 64x64-pixel cells of the resized image (2x2 cells at
       128 pixels), so some of *where* things are survives; flattened and concatenated.
-    gap: the classic global average pooling of the base's output.
+    linear: the classic global average pooling of the base's output.
     original: the original lilTinyNet's Flatten of the base's output.
     """
     if head == "blocks":
         return layers.Concatenate(name="features")(
             [pooled_cells(x, image_size, name) for name, x in zip(TAPS, maps, strict=True)])
-    if head == "gap":
+    if head == "linear":
         return layers.GlobalAveragePooling2D(name="features")(maps)
     if head == "original":
         return layers.Flatten(name="features")(maps)
@@ -111,18 +111,18 @@ def classifier_layers(head: str, num_classes: int, penalty: float = DEFAULT_PENA
       out before Dense(512), without which the head learns worse (bench/README.md).
       It has no scale and offset of its own: the Dense layer after it learns any, so they would add
       nothing but the work of passing gradients back through Dense.
-    gap: a linear layer whose weights pay an L2 penalty: on a few hundred images the penalty, not
+    linear: a linear layer whose weights pay an L2 penalty: on a few hundred images the penalty, not
       early stopping, is what keeps 1280 features from fitting noise.
     original: Dense(1024), Dropout(0.5), as the original lilTinyNet.
     """
     # float32 even under mixed precision: a float16 softmax loses small probabilities
     predictions = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions",
-                               kernel_regularizer=keras.regularizers.L2(penalty) if head == "gap" else None)
+                               kernel_regularizer=keras.regularizers.L2(penalty) if head == "linear" else None)
     if head == "blocks":
         return [layers.BatchNormalization(center=False, scale=False, name="head_norm"),
                 layers.Dense(512, activation="relu", name="head_dense"),
                 layers.Dropout(0.5, name="head_dropout"), predictions]
-    if head == "gap":
+    if head == "linear":
         return [predictions]
     return [layers.Dense(1024, activation="relu", name="head_dense"), layers.Dropout(0.5, name="head_dropout"),
             predictions]

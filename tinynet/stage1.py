@@ -78,6 +78,7 @@ if TYPE_CHECKING:  # for the type hints only: tinynet imports TensorFlow first, 
 
 EPOCHS = 10  # the head's default epochs on a large set such as CIFAR-10
 MIN_HEAD_STEPS = 1000  # on fewer images, more epochs: a head needs about this many steps (bench_own_data)
+HEAD_ALIASES = {"gap": "linear"}  # the linear head's earlier name, still accepted
 CHECK_IMAGES = 8  # called eagerly, the model holds all their activations at once: 32 took 0.9 GB at alpha 1.0
 
 
@@ -95,8 +96,9 @@ def parse_args(argv: list[str] | None = None):
                        help="how a photo that is not square becomes square: its centre square, padded "
                             "with grey, or stretched")
     group.add_argument("--head", choices=("auto", *HEADS), default="auto",
-                       help=f"auto: gap up to {MAX_IMAGES} training images, else blocks. blocks: blocks 13 and "
-                            "16, 2x2-pooled, + Dense(512); gap: global pool + linear layer, its L2 penalty "
+                       type=lambda name: HEAD_ALIASES.get(name, name),
+                       help=f"auto: linear up to {MAX_IMAGES} training images, else blocks. blocks: blocks 13 and "
+                            "16, 2x2-pooled, + Dense(512); linear: global pool + linear layer, its L2 penalty "
                             "chosen on validation; original: Flatten + Dense(1024)")
     group.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                        help="run the frozen base on every image in every epoch, as the original did")
@@ -139,8 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{data.num_classes} classes, from {data.source}: {data.layout}; model input {data.image_size} px")
 
     # Model: scale and resize inside, the frozen MobileNetV2, then the head, chosen by the set's size.
-    head = args.head if args.head != "auto" else "gap" if counts["train"] <= MAX_IMAGES else "blocks"
-    linear = head == "gap" and args.feature_cache and not shard  # the closed-form fit is for one process
+    head = args.head if args.head != "auto" else "linear" if counts["train"] <= MAX_IMAGES else "blocks"
+    linear = head == "linear" and args.feature_cache and not shard  # the closed-form fit is for one process
     with strategy.scope():
         model = build_model(data.num_classes, data.image_size, args.alpha, weights, head, args.square)
     check_free_space(args.output, space_needed(model))
