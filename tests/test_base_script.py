@@ -58,6 +58,11 @@ def test_help_lists_the_flags(capsys):
         assert flag in out
 
 
+def test_the_heads_earlier_name_still_works():
+    assert stage1.parse_args(["--head", "gap"]).head == "linear"
+    assert stage1.parse_args([]).head == "auto"
+
+
 def test_a_missing_data_dir_is_one_line_and_exit_2(tmp_path, capsys):
     assert run_main(stage1.main, "--data-dir", str(tmp_path / "nowhere"), "--weights", "none") == 2
     assert capsys.readouterr().err == f"error: --data-dir {tmp_path / 'nowhere'} does not exist\n"
