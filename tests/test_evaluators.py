@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, browser_page, run_main, run_script
 from PIL import Image
@@ -94,6 +95,10 @@ def test_megatest_json_matches_model_evaluate(models, tiny_tree, tmp_path):
     assert all(fields <= set(row) for row in rows)
     assert rows[0]["gain_over_base"] is None
     assert rows[1]["gain_over_base"] == pytest.approx(rows[1]["accuracy"] - rows[0]["accuracy"])
+    gained, lost = rows[1]["images_gained"], rows[1]["images_lost"]
+    assert (gained - lost) / json.loads(path.read_text())["test_images"] == pytest.approx(rows[1]["gain_over_base"])
+    assert rows[1]["against_base"] == shown[f"against_base-{Path(rows[1]['model']).name}"] != ""
+    assert f"{gained} test images gained, {lost} lost against the base" in result.stdout
     code = f"""
 import json, keras
 from lilTinyNet import preprocess_data
@@ -137,3 +142,11 @@ def test_an_unwritable_output_stops_before_any_work(script, flags, words, models
     assert run_main(script.main, "--models", *models, *flags) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err
+
+
+@pytest.mark.parametrize(("gained", "lost", "verdict"), [
+    (10, 0, "better, beyond chance"), (1, 2, "the same within chance"), (0, 10, "worse, beyond chance: ship the base")])
+def test_megatest_says_whether_a_gain_over_the_base_is_beyond_chance(gained, lost, verdict):
+    base_right = np.array([False] * gained + [True] * lost + [True] * 50)
+    right = np.array([True] * gained + [False] * lost + [True] * 50)
+    assert compare.against(right, base_right) == {"against_base": verdict, "images_gained": gained, "images_lost": lost}

@@ -6,7 +6,8 @@
 One row per model: test accuracy with its 95% interval for the test set's size, loss and top-3
 accuracy (as the original harness measured them: keras.models.load_model, batch size 128),
 parameters, file size, throughput at batch 256, single-image latency, and the accuracy gained
-over the base model. Printed as a table, and written as a page to open in a browser
+over the base model, and whether that gain or loss is more than chance gives on this many test
+images. Printed as a table, and written as a page to open in a browser
 (reports/megatest.html, beside the evaluator's report).
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tinynet import cli, plots, report
+from tinynet.formats import SIGNIFICANCE, worse_by_chance
 from tinynet.metrics import (
     add_eval_args,
     compiled_call,
@@ -35,7 +37,7 @@ from tinynet.streaming import take
 
 THROUGHPUT_IMAGES = 2048  # timed in memory, so that the speed is the model's, not the disk's
 COLUMNS = [("model", "model", ""), ("accuracy", "accuracy", ".4f"), ("interval", "95% interval", ""),
-           ("gain_over_base", "gain", "+.4f"),
+           ("gain_over_base", "gain", "+.4f"), ("against_base", "against the base", ""),
            ("loss", "loss", ".4f"), ("top3_accuracy", "top-3", ".4f"), ("total_params", "params", ","),
            ("trainable_params", "trainable", ","), ("file_mb", "MB", ".1f"),
            ("runtime", "runtime", ""), ("images_per_s", "images/s @256", ".0f"), ("latency_ms", "latency ms", ".1f")]
@@ -61,11 +63,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     images, labels = data.images, data.labels
     in_memory = take(images, np.arange(min(THROUGHPUT_IMAGES, len(labels))))  # speed without the reading
 
-    rows = []
+    rows, right = [], {}
     for path, model in models.items():
         check_num_classes(model, data.num_classes, path)
         forward = pass_runner(model, images, args.batch_size, args.runtime, len(in_memory))
         result = evaluate(path, model, images, labels, data.class_names, args.batch_size, forward)
+        right[path] = result.probabilities.argmax(1) == labels
         low, high = result.accuracy_interval()
         rows.append({"model": path, "stage": read_sidecar(path).get("stage"), "accuracy": result.accuracy,
                      "accuracy_low": low, "accuracy_high": high, "interval": f"{low:.3f} to {high:.3f}",
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base = next((row for row in rows if row["stage"] == "base"), rows[0])
     for row in rows:
         row["gain_over_base"] = None if row is base else row["accuracy"] - base["accuracy"]
+        row |= {"against_base": "", **(against(right[row["model"]], right[base["model"]]) if row is not base else {})}
 
     # The table in the terminal, and as a page with a chart.
     shown = [{**row, "model": Path(row["model"]).name} for row in rows]
@@ -85,9 +89,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(table(shown, COLUMNS))
     chart = plots.accuracy_chart(shown, page.with_name(f"{page.stem}_accuracy.png"))
     report.comparison_page(page, shown, COLUMNS, f"{len(labels)} test images from {data.source}", chart)
+    for row in shown:
+        if row["against_base"]:
+            print(f"{row['model']}: {row['against_base']} ({row['images_gained']} test images gained, "
+                  f"{row['images_lost']} lost against the base)")
     print(f"\nthe page: {page.resolve().as_uri()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"data": data.source, "test_images": len(labels), "models": rows},
                                               indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return rows
+
+
+def against(right: np.ndarray, base_right: np.ndarray) -> dict:
+    """A model against the base on the same test images: the images one gets right and the other
+    wrong, and whether either side's share of them is more than chance gives (McNemar's exact test)."""
+    gained, lost = int(np.sum(right & ~base_right)), int(np.sum(base_right & ~right))
+    if worse_by_chance(gained, lost) < SIGNIFICANCE:
+        verdict = "better, beyond chance"
+    elif worse_by_chance(lost, gained) < SIGNIFICANCE:
+        verdict = "worse, beyond chance: ship the base"
+    else:
+        verdict = "the same within chance"
+    return {"against_base": verdict, "images_gained": gained, "images_lost": lost}

@@ -156,7 +156,7 @@ def comparison_page(path: Path, rows: list[dict], columns: list[tuple[str, str, 
     """megaTest's side-by-side page: its table, and the accuracies with their intervals as a chart;
     linked to the evaluator's page when that is beside it."""
     cells = [[(format(row[key], fmt) if row.get(key) is not None else "-",
-               f"accuracy-{Path(row['model']).name}" if key == "accuracy" else "")
+               f"{key}-{Path(row['model']).name}" if key in ("accuracy", "against_base") else "")
               for key, _, fmt in columns] for row in rows]
     evaluator = path.parent / "index.html"
     link = f'<p><a href="{evaluator.name}">Each model in detail</a></p>' if evaluator.exists() else ""
