@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
                           unfrozen_layers=unfrozen, calibration=calibrated)
             base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
             print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
-                  f"after {len(run.rows)} epochs ({returned}) in {times['total']:.0f} s")
+                  f"after {len(run.rows)} epochs ({returned}) in {times['total']:.0f} s; "
+                  "python megaTest.py says whether the difference is more than chance")
     return info
 
 
