@@ -33,12 +33,13 @@ def _throughput(base: str, steps: int, batch_size: int, unfreeze: str) -> dict:
     from tinynet import model as tiny_model
     from tinynet.batches import epoch_batches
     from tinynet.data import load_dataset, one_hot, split_data
+    from tinynet.optimizers import compile_model
 
     splits = split_data(load_dataset(str(DATA), 128), None, None, 0)
     x, y = splits.images["train"], one_hot(splits.labels["train"], 10)
     model = keras.models.load_model(base)
     tiny_model.unfreeze(model, tiny_model.first_trainable_layer(unfreeze))
-    tiny_model.compile_model(model, 1e-5)
+    compile_model(model, 1e-5)
 
     def rate(fit) -> float:
         fit(5)  # warm-up: trace and fill the pipeline
