@@ -17,7 +17,6 @@ from pathlib import Path
 
 from bench.bench_app import cpu
 from bench.common import DATA, RESULTS, ROOT, contract_accuracy, in_fresh_process, run_child, save, weights
-from tinynet.stage2 import BATCH_SIZE
 
 MODELS = RESULTS / "models"
 
@@ -104,8 +103,7 @@ def main() -> None:
                          for row in info["history"]])
     result["contract_test"] = contract_accuracy(output)
     result["contract_test_base"] = contract_accuracy(base)
-    batch_size = info["settings"]["batch_size"] or BATCH_SIZE  # None: the finetuner's default on a set this large
-    result["throughput"] = throughput(str(base), 60, batch_size, info["settings"]["unfreeze"])
+    result["throughput"] = throughput(str(base), 60, info["batch_size"], info["settings"]["unfreeze"])
     save(name, result)
 
 

@@ -156,6 +156,13 @@ RULES = {
 }
 
 
+def kit_runs(here: list[dict], alpha: float) -> dict[tuple[str, int], dict]:
+    """The runs through the whole schedule that the kit's defaults are read from, by (set, seed):
+    the first recipe of KIT_RUNS that ran there."""
+    return {(r["set"], r["seed"]): r for recipe in reversed(KIT_RUNS[alpha]) for r in here
+            if r["kind"] == "stage2" and r["recipe"] == recipe}
+
+
 def rules(kit: dict[str, dict[int, dict]], first: dict[str, dict[int, dict]]) -> dict[str, dict]:
     """Each rule's gain over stage 1: the mean over sets of each set's mean over seeds, the sets
     where that mean is below stage 1, and the worst single run."""
@@ -174,8 +181,7 @@ def rules(kit: dict[str, dict[int, dict]], first: dict[str, dict[int, dict]]) ->
 def recipes(here: list[dict], first: dict[tuple, dict]) -> dict[str, dict]:
     """Each recipe screened beside the kit's runs: the gain over stage 1 of its last quarter's
     average and of the kit's runs' on the same sets and seeds."""
-    kit = {(r["set"], r["seed"]): r for recipe in reversed(KIT_RUNS[here[0]["alpha"]]) for r in here
-           if r["kind"] == "stage2" and r["recipe"] == recipe}
+    kit = kit_runs(here, here[0]["alpha"])
     table = {}
     for recipe in sorted({r["recipe"] for r in here if r["kind"] == "stage2"} - set(KIT_RUNS[here[0]["alpha"]])):
         runs = [r for r in here if r["kind"] == "stage2" and r["recipe"] == recipe and (r["set"], r["seed"]) in kit]
@@ -198,8 +204,7 @@ def summary(records: list[dict]) -> dict[float, dict]:
         for name in PHOTO_SETS:
             here = [r for r in records if r["alpha"] == alpha and r["set"] == name]
             first = {r["seed"]: r for r in here if r["kind"] == "stage1"}
-            kit = {r["seed"]: r for recipe in reversed(KIT_RUNS[alpha]) for r in here
-                   if r["kind"] == "stage2" and r["recipe"] == recipe}
+            kit = {seed: run for (_, seed), run in kit_runs(here, alpha).items()}  # here: this set's runs
             if not kit:
                 continue
             row = {kind: spread([r["test_accuracy"] for r in here if r["kind"] == kind])
@@ -228,8 +233,8 @@ def summary(records: list[dict]) -> dict[float, dict]:
             here = [r for r in records if r["alpha"] == alpha]
             hardware = sorted({r.get("hardware", MACHINE) for r in here})
             first = {(r["set"], r["seed"]): r for r in here if r["kind"] == "stage1"}
-            kit = {name: {r["seed"]: r for recipe in reversed(KIT_RUNS[alpha]) for r in here
-                          if r["set"] == name and r["kind"] == "stage2" and r["recipe"] == recipe} for name in table}
+            runs = kit_runs(here, alpha)
+            kit = {name: {seed: run for (where, seed), run in runs.items() if where == name} for name in table}
             tables[alpha] = {"hardware": ", and ".join(hardware), "sets": table, "aims": aims(table, alpha),
                              "rules": rules(kit, {name: {seed: first[name, seed] for seed in runs}
                                                   for name, runs in kit.items()}),

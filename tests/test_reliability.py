@@ -235,7 +235,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_base, tmp_path):
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "resuming after epoch 3" in finished.stdout
     a, b = (json.loads(p.with_suffix(".json").read_text()) for p in (whole, resumed))
-    for choice in ("returned", "average_last", "give_up", "peak_rate", "augment"):
+    for choice in ("returned", "average_last", "give_up", "peak_rate", "batch_size", "augment"):
         assert a[choice] == b[choice], choice
     assert a["returned"] == "average of epochs 3 to 4"
     keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tinynet import cli, plots, report
-from tinynet.formats import SIGNIFICANCE, worse_by_chance
+from tinynet.formats import SIGNIFICANCE, lost_and_gained, worse_by_chance
 from tinynet.metrics import (
     add_eval_args,
     compiled_call,
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def against(right: np.ndarray, base_right: np.ndarray) -> dict:
     """A model against the base on the same test images: the images one gets right and the other
     wrong, and whether either side's share of them is more than chance gives (McNemar's exact test)."""
-    gained, lost = int(np.sum(right & ~base_right)), int(np.sum(base_right & ~right))
+    lost, gained = lost_and_gained(right, base_right)
     if worse_by_chance(gained, lost) < SIGNIFICANCE:
         verdict = "better, beyond chance"
     elif worse_by_chance(lost, gained) < SIGNIFICANCE:

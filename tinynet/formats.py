@@ -132,7 +132,7 @@ def compare(fmt: str, probabilities: np.ndarray, keras_probabilities: np.ndarray
     check = {"format": fmt, "images": len(labels), "accuracy": accuracy, "keras_accuracy": keras_accuracy,
              "top_class_agreement": agreement, "max_probability_difference": difference}
     if fmt == "tflite-int8":
-        lost, gained = int(np.sum(keras_right & ~right)), int(np.sum(right & ~keras_right))
+        lost, gained = lost_and_gained(right, keras_right)
         chance = worse_by_chance(lost, gained)
         passed = accuracy >= keras_accuracy - INT8_TOLERANCE or chance >= SIGNIFICANCE
         criterion = (f"accuracy within {INT8_TOLERANCE:.0%} of Keras's, or a loss chance gives with probability "
@@ -142,6 +142,12 @@ def compare(fmt: str, probabilities: np.ndarray, keras_probabilities: np.ndarray
         passed = agreement >= 0.999 and difference <= 1e-4
         criterion = "top class agrees on 99.9% of images, probabilities within 1e-4"
     return {**check, "criterion": criterion, "passed": bool(passed)}
+
+
+def lost_and_gained(right: np.ndarray, reference_right: np.ndarray) -> tuple[int, int]:
+    """Of the images one model gets right and the other wrong: how many the reference alone gets
+    right (lost), and how many the model alone does (gained)."""
+    return int(np.sum(reference_right & ~right)), int(np.sum(right & ~reference_right))
 
 
 def worse_by_chance(lost: int, gained: int) -> float:

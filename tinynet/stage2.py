@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
             info = finish(model, "finetune", args, learning_rate=learning_rate, data=data, splits=splits, seed=seed,
                           history=run.rows, metrics=metrics, times=times, started=started,
                           best_epoch=run.best_epoch, returned=returned, average_last=average_last,
-                          peak_rate=learning_rate,
+                          peak_rate=learning_rate, batch_size=batch_size,
                           give_up={"epoch": give_up[0], "margin": give_up[1], "gave_up": run.gave_up},
                           augment=augment, base=str(args.base),
                           base_val_accuracy=base_val["accuracy"], base_metrics=base_info.get("metrics"),
