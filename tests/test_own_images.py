@@ -37,22 +37,26 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(photos, weights, tmp_path_factory):
-    """Stage 1 with its defaults, then stage 2 for ten epochs at a rate far too high, then megaTest."""
+    """Stage 1 with its defaults; stage 2 for ten epochs at a rate far too high, tried although stage 1
+    is perfect; megaTest; and stage 2 with its defaults."""
     folder = tmp_path_factory.mktemp("run")
     base, tuned, mega = folder / "base.h5", folder / "tuned.h5", folder / "mega.json"
     runs = [run_script("lilTinyNet.py", "--data-dir", str(photos), "--alpha", "0.35", "--weights", weights,
                        "--output", str(base)),
             run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(tuned), "--epochs", "10",
-                       "--learning-rate", "10"),
+                       "--learning-rate", "10", "--skip-from", "1.01"),
             run_script("megaTest.py", "--models", str(base), str(tuned), "--json", str(mega), "--report",
-                       str(folder / "megatest.html"))]
+                       str(folder / "megatest.html")),
+            run_script("lilTinyNet_finetuner.py", "--base", str(base), "--output", str(folder / "untouched.h5")),
+            run_script("evaluator_lilTinyNet_finetuned.py", "--models", str(base), str(folder / "untouched.h5"),
+                       "--out-dir", str(folder / "reports"))]
     for result in runs:
         assert result.returncode == 0, result.stderr[-3000:]
     return base, tuned, mega, runs
 
 
 def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
-    base, _, _, (first, _, _) = trained
+    base, _, _, (first, *_) = trained
     info = json.loads(base.with_suffix(".json").read_text())
     data = info["data"]
     assert data["layout"] == "train/ (train) and val/ (test)"
@@ -63,18 +67,38 @@ def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
     assert "note: skipped 1 file(s)" in first.stdout and "README.txt" in first.stdout
     assert ".DS_Store" not in first.stdout + first.stderr
     assert info["metrics"]["val"]["accuracy"] == 1.0, "one colour per class: the head must separate them"
+    assert info["cross_validated_accuracy"] == 1.0
+    assert "cross-validated on all 24 training and validation images (5 folds): accuracy 1.0000" in first.stdout
 
 
 def test_stage_two_gives_up_after_a_third_of_its_schedule_when_it_cannot_beat_the_base(trained):
     """The base is perfect on validation, and fine-tuning at a rate that wrecks the features falls
     far below it: after two of ten epochs stage 2 stops, says so, and hands back the base's weights."""
-    base, tuned, _, (_, second, _) = trained
+    base, tuned, _, (_, second, *_) = trained
     info = json.loads(tuned.with_suffix(".json").read_text())
     assert info["base_val_accuracy"] == 1.0 and info["returned"] == "base" and info["give_up"]["gave_up"]
     assert info["give_up"]["epoch"] == len(info["history"]) == 2, "a fifth of the ten epochs"
     assert "fine-tuning gave up after 2 of 10 epochs: the output is the base model" in second.stdout
     images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
     before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, tuned))
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_stage_two_returns_the_base_untouched_when_stage_one_leaves_nothing_to_gain(trained):
+    """Stage 1 classifies every image right, cross-validated: by default stage 2 does not fine-tune,
+    says why and how to make it, and hands back the base's weights without an epoch of training."""
+    base, _, _, runs = trained
+    untouched = base.with_name("untouched.h5")
+    info = json.loads(untouched.with_suffix(".json").read_text())
+    assert info["returned"] == "base" and info["history"] == [] and "train" not in info["times"]
+    assert info["give_up"] == {**info["give_up"], "fine_tuned": False, "cross_validated_accuracy": 1.0,
+                               "skip_from": 0.95}
+    assert "the output is the base model, not fine-tuned (--skip-from 1.01 fine-tunes anyway)" in runs[-2].stdout
+    page = (base.parent / "reports" / "index.html").read_text()
+    assert "not fine-tuned: stage 1&#x27;s cross-validated accuracy 1.0000 is at least 0.95" in page
+    assert (base.parent / "reports" / "learning_curves.png").exists(), "stage 1's point and penalties"
+    images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
+    before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, untouched))
     np.testing.assert_allclose(after, before, atol=1e-6)
 
 

@@ -119,11 +119,13 @@ def learning_curves(model_paths: list[str], path: Path) -> Path | None:
     infos = {path: read_sidecar(path) for path in model_paths}
     bases = {info.get("base") for info in infos.values()}
     for model_path, info in infos.items():
-        if not info.get("history") or model_path in bases:  # a base is drawn as the start of its fine-tuning
+        if model_path in bases:  # a base is drawn as the start of its fine-tuning
             continue
         base = read_sidecar(info["base"]) if info.get("base") else {}
-        if is_penalty_grid(info["history"]):  # a linear stage 1 on its own
+        if is_penalty_grid(info.get("history")):  # a linear stage 1 on its own
             base, info = info, {}
+        if not info.get("history") and not base.get("history"):
+            continue
         chains.append((Path(model_path).name, base, info.get("history", [])))
     if not chains:
         return None

@@ -51,6 +51,15 @@ def key_number(key: str, value: str) -> str:
     return f'<b data-key="{key}">{value}</b>'
 
 
+def fine_tuning(info: dict) -> str:
+    """How long stage 2 trained and what it returned."""
+    give_up = info.get("give_up") or {}
+    if give_up.get("fine_tuned") is False:
+        return (f"not fine-tuned: stage 1's cross-validated accuracy {give_up['cross_validated_accuracy']:.4f} "
+                f"is at least {give_up['skip_from']:g}, too little left to gain")
+    return f"{len(info.get('history', []))} epochs, returned {info.get('returned', '-')}"
+
+
 def settings_table(path: str, info: dict, base_info: dict) -> str:
     """What made the model, from its sidecar (and its base's, for a fine-tuned model)."""
     settings, data = info.get("settings", {}), info.get("data", {})
@@ -73,7 +82,7 @@ def settings_table(path: str, info: dict, base_info: dict) -> str:
     elif info.get("stage") == "finetune":
         rows += [("unfrozen from", settings.get("unfreeze", "-")),
                  ("augmentation", f"flip and {info.get('augment', '-')}"),
-                 ("training", f"{len(history)} epochs, kept epoch {info.get('best_epoch', '-')} (0: the base)")]
+                 ("training", fine_tuning(info))]
     times = info.get("times", {})
     if times.get("total") is not None:
         rows.append(("training time", f"{times['total']:.0f} s"))

@@ -48,7 +48,7 @@ from tinynet.devices import (
 from tinynet.errors import UserError
 from tinynet.features import PASS_BATCH_SIZE, extract_features, features_of_all, stream_features
 from tinynet.images import SQUARE_METHODS
-from tinynet.linear_head import MAX_IMAGES, PENALTIES, fit_linear_head
+from tinynet.linear_head import FOLDS, MAX_IMAGES, PENALTIES, cross_validated_accuracy, fit_linear_head
 from tinynet.model import (
     HEADS,
     MIN_IMAGE_SIZE,
@@ -233,7 +233,10 @@ def train_linear_head(inputs: dict[str, np.ndarray], labels: dict[str, np.ndarra
     net, rows, kept = fit_linear_head(inputs, labels, num_classes, seed)
     print(f"penalty {kept['penalty']} kept, the strongest within one standard error of the lowest validation "
           f"loss: loss {kept['val_loss']:.3f}, accuracy {kept['val_accuracy']:.4f}")
-    return net, rows, {"penalty": kept["penalty"]}
+    crossed = cross_validated_accuracy(inputs, labels, num_classes, kept["penalty"], seed)
+    print(f"cross-validated on all {len(labels['train']) + len(labels['val'])} training and validation images "
+          f"({FOLDS} folds): accuracy {crossed:.4f}")
+    return net, rows, {"penalty": kept["penalty"], "cross_validated_accuracy": round(crossed, 4)}
 
 
 def train_in_epochs(net: keras.Model, inputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], args,

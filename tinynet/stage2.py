@@ -6,9 +6,10 @@ Reads cifar10_lilTinyNet.h5 and its sidecar (the same data, image size and split
 repeat), unfreezes MobileNetV2 from --unfreeze up, keeps every BatchNormalization frozen, and
 trains at a low rate, warmed up and decayed along a cosine, on images flipped and then zoomed
 into (photos) or shifted (small images); batch and epochs are sized so that a small set still
-gets a few hundred steps. The base itself is epoch 0: the output is the epoch with the best
-validation accuracy (of equals, the lowest validation loss), so it is never worse than the base
-on validation, and it is the base when no epoch beats it.
+gets a few hundred steps. The output is the average of the weights of the schedule's last
+quarter, or the base model itself, not fine-tuned, where fine-tuning is not worth it: when stage 1
+already classifies nearly every image right (cross-validated), and when after a fifth of the
+epochs fine-tuning is still below the base on validation by more than chance.
 Streams the images from their files when stage 1 did; --distribute as stage 1.
 Writes cifar10_finetuned_lilTinyNet.h5 and its .json sidecar.
 
@@ -50,6 +51,7 @@ MIN_BATCH = 16  # below this, the noise of the gradient outweighs the extra step
 PEAK_RATE, REFERENCE_ALPHA = 3e-4, 0.35  # Adam moves every weight by about the rate: a wider base needs a lower one
 AVERAGED_SHARE = 4  # the last quarter of the schedule, at low rates, is averaged: steadier than any one epoch
 GIVE_UP_AT = 0.2  # of the epochs: with the first epoch's tracing, a fifth of the epochs is under a third of the time
+SKIP_FROM = 0.95  # stage 1's cross-validated accuracy from which fine-tuning loses about as often as it gains
 GIVE_UP_Z = 2.0  # standard errors of the validation accuracy's difference that count as "below the base"
 
 
@@ -68,9 +70,13 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--keep", choices=("average", "best"), default="average",
                        help="what stage 2 returns: average, the mean of the weights of the schedule's last quarter "
                             "(its low-rate epochs); best, the epoch best on validation, the base included")
+    group.add_argument("--skip-from", type=float, default=SKIP_FROM, metavar="ACCURACY",
+                       help="return the base model, not fine-tuned, when stage 1's cross-validated accuracy is at "
+                            "least this: too little is left to gain (above 1: always fine-tune)")
     group.add_argument("--give-up", action=argparse.BooleanOptionalAction, default=True,
                        help="after a fifth of the epochs, stop and return the base model if fine-tuning is below it "
-                            "on validation by more than the validation set's size can put down to chance")
+                            "on validation by more than the validation set's size can put down to chance "
+                            "(--no-give-up: the whole schedule, and --skip-from is not applied)")
     group.add_argument("--augment", choices=("auto", *AUGMENTATIONS), default="auto",
                        help="flip each training image, then shift it (by up to 1/8 of its size) or crop it (zoom "
                             "into a random window of 1/4 to all of its area); auto: crop photos, shift small images "
@@ -128,9 +134,6 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
     patience = args.patience or epochs
     total_steps = epochs * steps_per_epoch
     warmup = max(steps_per_epoch, total_steps // 30)
-    stopping = f"patience {patience}" if patience < epochs else "no early stopping"
-    print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, peak rate "
-          f"{learning_rate:.3g}, {warmup} steps of warm-up, {stopping}")
 
     # Epoch 0 is the base itself. After a fifth of the epochs, fine-tuning gives up if no epoch
     # came within chance of the base on validation; else the average of its last quarter is
@@ -138,32 +141,47 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
     base_val = evaluate_splits(model, images, labels, batch_size, shard, splits=("val",))["val"]
     average_last = max(2, epochs // AVERAGED_SHARE) if args.keep == "average" else 0
     give_up = (give_up_epoch(epochs), chance_margin(base_val["accuracy"], len(labels["val"])))
-    print(f"returns: {f'the average of the last {average_last} epochs' if average_last else 'the best epoch'}"
-          + (f", or the base if none of the first {give_up[0]} epochs comes within {give_up[1]:.4f} of its "
-             f"validation accuracy, {base_val['accuracy']:.4f}" if args.give_up else ""))
 
-    # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
-    unfrozen = unfreeze(model, from_layer)
-    trainable, frozen = count_weights(model)
-    print(f"unfrozen from {from_layer}: {len(unfrozen)} layers, {trainable:,} trainable, {frozen:,} frozen parameters")
+    # Stage 1 already right on nearly every image, cross-validated (tinynet.linear_head): too
+    # little is left to gain for fine-tuning on a few hundred images to pay, so the base is returned.
+    crossed = base_info.get("cross_validated_accuracy")
+    if args.give_up and crossed is not None and crossed >= args.skip_from:
+        print(f"stage 1 already classifies {crossed:.1%} of the training and validation images right "
+              f"(cross-validated): fine-tuning would lose about as often as it gains; the output is the base "
+              f"model, not fine-tuned (--skip-from 1.01 fine-tunes anyway)")
+        run, unfrozen = None, []
+    else:
+        stopping = f"patience {patience}" if patience < epochs else "no early stopping"
+        print(f"schedule: {epochs} epochs of {steps_per_epoch} steps of {batch_size} images, peak rate "
+              f"{learning_rate:.3g}, {warmup} steps of warm-up, {stopping}")
+        print(f"returns: {f'the average of the last {average_last} epochs' if average_last else 'the best epoch'}"
+              + (f", or the base if none of the first {give_up[0]} epochs comes within {give_up[1]:.4f} of its "
+                 f"validation accuracy, {base_val['accuracy']:.4f}" if args.give_up else ""))
 
-    # Fine-tune on augmented batches, at a low peak rate reached after the warm-up, through the whole
-    # schedule by default: on a small validation set, a plateau that early stopping would end on is noise.
-    compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit),
-                  multipliers=depth_rates(model, args.layer_decay))
-    with timed(times, "train"):
-        run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
-                    output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
-                    augment=augment, baseline=(base_val["accuracy"], base_val["loss"]), shard=shard,
-                    writes=writes_output(strategy), on_epoch=on_epoch, average_last=average_last,
-                    give_up=give_up if args.give_up else None)
-    report_divergence(run)
-    returned = run.returned()
-    if returned == "base":
-        print(f"fine-tuning gave up after {len(run.rows)} of {epochs} epochs: the output is the base model")
-    elif not average_last and run.best_epoch == 0:
-        print(f"no epoch beat the base model's validation accuracy {base_val['accuracy']:.4f} (loss "
-              f"{base_val['loss']:.4f}): the output is the base model")
+        # Unfreeze the top of MobileNetV2; BatchNormalization stays frozen (see tinynet.model.unfreeze).
+        unfrozen = unfreeze(model, from_layer)
+        trainable, frozen = count_weights(model)
+        print(f"unfrozen from {from_layer}: {len(unfrozen)} layers, {trainable:,} trainable, {frozen:,} frozen "
+              "parameters")
+
+        # Fine-tune on augmented batches, at a low peak rate reached after the warm-up, through the whole
+        # schedule by default: on a small validation set, a plateau that early stopping would end on is noise.
+        compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit),
+                      multipliers=depth_rates(model, args.layer_decay))
+        with timed(times, "train"):
+            run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
+                        output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
+                        augment=augment, baseline=(base_val["accuracy"], base_val["loss"]), shard=shard,
+                        writes=writes_output(strategy), on_epoch=on_epoch, average_last=average_last,
+                        give_up=give_up if args.give_up else None)
+        report_divergence(run)
+        if run.returned() == "base":
+            print(f"fine-tuning gave up after {len(run.rows)} of {epochs} epochs: the output is the base model")
+        elif not average_last and run.best_epoch == 0:
+            print(f"no epoch beat the base model's validation accuracy {base_val['accuracy']:.4f} (loss "
+                  f"{base_val['loss']:.4f}): the output is the base model")
+
+    rows, best_epoch, returned = (run.rows, run.best_epoch, run.returned()) if run else ([], 0, "base")
 
     # Evaluate the best weights, on un-augmented validation and test images.
     with timed(times, "evaluate"):
@@ -176,16 +194,18 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
     with all_finish_together(strategy, model):
         if writes_output(strategy):
             info = finish(model, "finetune", args, learning_rate=learning_rate, data=data, splits=splits, seed=seed,
-                          history=run.rows, metrics=metrics, times=times, started=started,
-                          best_epoch=run.best_epoch, returned=returned, average_last=average_last,
+                          history=rows, metrics=metrics, times=times, started=started,
+                          best_epoch=best_epoch, returned=returned, average_last=average_last,
                           peak_rate=learning_rate, batch_size=batch_size,
-                          give_up={"epoch": give_up[0], "margin": give_up[1], "gave_up": run.gave_up},
+                          give_up={"epoch": give_up[0], "margin": give_up[1], "gave_up": bool(run and run.gave_up),
+                                   "cross_validated_accuracy": crossed, "skip_from": args.skip_from,
+                                   "fine_tuned": run is not None},
                           augment=augment, base=str(args.base),
                           base_val_accuracy=base_val["accuracy"], base_metrics=base_info.get("metrics"),
                           unfrozen_layers=unfrozen, calibration=calibrated)
             base_test = (base_info.get("metrics") or {}).get("test", {}).get("accuracy", float("nan"))
             print(f"\ntest accuracy: base {base_test:.4f} -> fine-tuned {metrics['test']['accuracy']:.4f} "
-                  f"after {len(run.rows)} epochs ({returned}) in {times['total']:.0f} s; "
+                  f"after {len(rows)} epochs ({returned}) in {times['total']:.0f} s; "
                   "python megaTest.py says whether the difference is more than chance")
     return info
 
