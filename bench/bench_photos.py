@@ -71,8 +71,26 @@ def stage1(name: str, data: Path, alpha: float, seed: int) -> tuple[Path, dict]:
     info = json.loads(base.with_suffix(".json").read_text())
     return base, {"test_accuracy": round(info["metrics"]["test"]["accuracy"], 4),
                   "val_accuracy": round(info["metrics"]["val"]["accuracy"], 4), "head": info["head"],
-                  "penalty": info.get("penalty"), "train": info["data"]["train"], "val": info["data"]["val"],
+                  "penalty": info.get("penalty"), "cross_validated_accuracy": info.get("cross_validated_accuracy"),
+                  "train": info["data"]["train"], "val": info["data"]["val"],
                   "test": info["data"]["test"], "seconds": info["times"]["total"], **run}
+
+
+def cross_validated(base: str) -> dict:
+    """Stage 1's cross-validated accuracy (tinynet.linear_head), for a model of a version of
+    stage 1 that did not record it: the same features, penalty and seed."""
+    from tinynet.data import load_recorded, one_hot
+    from tinynet.features import extract_features
+    from tinynet.linear_head import cross_validated_accuracy
+    from tinynet.model import feature_extractor, load_saved_model
+
+    info = json.loads(Path(base).with_suffix(".json").read_text())
+    data, splits = load_recorded(info["data"])
+    extractor = feature_extractor(load_saved_model(base))
+    features = {split: extract_features(extractor, splits.images[split], 64) for split in ("train", "val")}
+    labels = {split: one_hot(splits.labels[split], data.num_classes) for split in ("train", "val")}
+    accuracy = cross_validated_accuracy(features, labels, data.num_classes, info["penalty"], info["data"]["seed"])
+    return {"cross_validated_accuracy": round(accuracy, 4)}
 
 
 def stage2(base: Path, recipe: str) -> dict:
@@ -98,6 +116,8 @@ def run(args: argparse.Namespace) -> None:
                 base, first = stage1(name, data, alpha, seed)
                 if ("stage1", name, alpha, seed, "") not in done:
                     append({"kind": "stage1", **where, **first})
+                if first["cross_validated_accuracy"] is None and ("crossval", name, alpha, seed, "") not in done:
+                    append({"kind": "crossval", **where, **in_fresh_process(cross_validated, str(base))})
                 if ("regression", name, alpha, seed, "") not in done:
                     append({"kind": "regression", **where,
                             **in_fresh_process(logistic_regression, base.with_suffix(".json"), alpha)})
@@ -121,38 +141,55 @@ def spread(values: list[float]) -> dict:
             if len(values) > 1 else None, "min": round(float(np.min(values)), 4), "n": len(values)}
 
 
-def as_the_kit_returns(run: dict, val_images: int) -> dict:
-    """What stage 2's defaults return, read from a run through its whole schedule: the base if no
-    epoch up to the give-up epoch came within the margin of the base's validation accuracy (the
-    run then stops there: the share of the schedule's time it took), else the average of the last
+def as_the_kit_returns(run: dict, first: dict) -> dict:
+    """What stage 2's defaults return, read from a run through its whole schedule: the base, not
+    fine-tuned, if stage 1's cross-validated accuracy is at least SKIP_FROM; the base if no epoch
+    up to the give-up epoch came within the margin of the base's validation accuracy (the run
+    then stops there: the share of the schedule's time it took); else the average of the last
     quarter of the epochs, which the run itself returned (the mix of that name for earlier runs)."""
-    from tinynet.stage2 import chance_margin, give_up_epoch
+    from tinynet.stage2 import SKIP_FROM, chance_margin, give_up_epoch
 
     epochs, base = run["epochs"], run["epochs"][0]
+    if first["cross_validated_accuracy"] >= SKIP_FROM:
+        return {"test_accuracy": base["test_accuracy"], "skipped": True, "gave_up": False, "time_share": 0.0}
     epoch = give_up_epoch(len(epochs) - 1)
-    margin = (run.get("give_up") or {}).get("margin") or chance_margin(base["val_accuracy"], val_images)
+    margin = (run.get("give_up") or {}).get("margin") or chance_margin(base["val_accuracy"], first["val"])
     val = max((run.get("kit_val_accuracy") or [row["val_accuracy"] for row in epochs[1:]])[:epoch])
     if base["val_accuracy"] - val > margin:
         seconds = run["epoch_seconds"]
-        return {"test_accuracy": base["test_accuracy"], "gave_up": True,
+        return {"test_accuracy": base["test_accuracy"], "skipped": False, "gave_up": True,
                 "time_share": round(seconds[epoch - 1] / seconds[-1], 3)}
     average = run["test_accuracy"] if run.get("returned", "").startswith("average") else \
         run["mixes"]["average_last_quarter"]["test_accuracy"]
-    return {"test_accuracy": average, "gave_up": False, "time_share": 1.0}
+    return {"test_accuracy": average, "skipped": False, "gave_up": False, "time_share": 1.0}
+
+
+def skipping_from(level: float):
+    """The kit's rule with another --skip-from: the cross-validated accuracy read as if the
+    threshold were SKIP_FROM."""
+    def returned(run: dict, first: dict) -> dict:
+        from tinynet.stage2 import SKIP_FROM
+
+        skips = first["cross_validated_accuracy"] >= level
+        return as_the_kit_returns(run, {**first, "cross_validated_accuracy": SKIP_FROM if skips else 0})
+    return returned
 
 
 # What else stage 2 could return, read from the same runs (bench_stage2_epochs' mixes of weights).
 RULES = {
-    "the kit: the base if it gave up, else the average of the last quarter": None,
-    "the average of the last quarter, never giving up": lambda run: run["mixes"]["average_last_quarter"],
-    "the average of the last half": lambda run: run["mixes"]["average_last_half"],
-    "the base and the last quarter's average, half each (WiSE-FT)": lambda run: run["mixes"]["base_quarter_0.5"],
+    "the kit: the base if stage 1's cross-validated accuracy reaches --skip-from or if it gave up, else the "
+    "average of the last quarter": as_the_kit_returns,
+    **{f"the same, skipping from a cross-validated accuracy of {level}" if level <= 1 else
+       "the same, never skipping": skipping_from(level) for level in (0.9, 0.93, 0.97, 2)},
+    "the average of the last quarter, never giving up": lambda run, _: run["mixes"]["average_last_quarter"],
+    "the average of the last half": lambda run, _: run["mixes"]["average_last_half"],
+    "the base and the last quarter's average, half each (WiSE-FT)": lambda run, _: run["mixes"]["base_quarter_0.5"],
     "the average of the last quarter, or the base if it is below the base on validation":
-        lambda run: run["epochs"][0] if run["mixes"]["average_last_quarter"]["val_accuracy"] <
+        lambda run, _: run["epochs"][0] if run["mixes"]["average_last_quarter"]["val_accuracy"] <
         run["epochs"][0]["val_accuracy"] else run["mixes"]["average_last_quarter"],
-    "the last epoch": lambda run: run["epochs"][-1],
+    "the last epoch": lambda run, _: run["epochs"][-1],
     "the epoch best on validation, ties to the lower loss (the earlier rule)":
-        lambda run: run["epochs"][run["kit_epoch"]],
+        lambda run, _: run["epochs"][run["kit_epoch"]],
 }
 
 
@@ -168,9 +205,8 @@ def rules(kit: dict[str, dict[int, dict]], first: dict[str, dict[int, dict]]) ->
     where that mean is below stage 1, and the worst single run."""
     table = {}
     for rule, pick in RULES.items():
-        gains = {name: [(as_the_kit_returns(run, first[name][seed]["val"]) if pick is None else pick(run))
-                        ["test_accuracy"] - first[name][seed]["test_accuracy"] for seed, run in runs.items()]
-                 for name, runs in kit.items()}
+        gains = {name: [pick(run, first[name][seed])["test_accuracy"] - first[name][seed]["test_accuracy"]
+                        for seed, run in runs.items()] for name, runs in kit.items()}
         means = [float(np.mean(values)) for values in gains.values()]
         table[rule] = {"mean_gain": round(float(np.mean(means)), 4), "sets_below_stage1": sum(m < 0 for m in means),
                        "worst_run": round(min(min(values) for values in gains.values()), 4),
@@ -203,16 +239,17 @@ def summary(records: list[dict]) -> dict[float, dict]:
         table = {}
         for name in PHOTO_SETS:
             here = [r for r in records if r["alpha"] == alpha and r["set"] == name]
-            first = {r["seed"]: r for r in here if r["kind"] == "stage1"}
+            first = with_cross_validation(here)
             kit = {seed: run for (_, seed), run in kit_runs(here, alpha).items()}  # here: this set's runs
             if not kit:
                 continue
             row = {kind: spread([r["test_accuracy"] for r in here if r["kind"] == kind])
                    for kind in ("stage1", "regression", "tutorial") if any(r["kind"] == kind for r in here)}
-            returned = {seed: as_the_kit_returns(run, first[seed]["val"]) for seed, run in kit.items()}
+            returned = {seed: as_the_kit_returns(run, first[seed]) for seed, run in kit.items()}
             row["stage2"] = {**spread([r["test_accuracy"] for r in returned.values()]),
                              "gain": spread([r["test_accuracy"] - first[seed]["test_accuracy"]
                                              for seed, r in returned.items()]),
+                             "skipped": sum(r["skipped"] for r in returned.values()),
                              "gave_up": sum(r["gave_up"] for r in returned.values()),
                              "time_share_when_gave_up": max([r["time_share"] for r in returned.values()
                                                              if r["gave_up"]], default=None),
@@ -232,7 +269,8 @@ def summary(records: list[dict]) -> dict[float, dict]:
         if table:
             here = [r for r in records if r["alpha"] == alpha]
             hardware = sorted({r.get("hardware", MACHINE) for r in here})
-            first = {(r["set"], r["seed"]): r for r in here if r["kind"] == "stage1"}
+            first = {(r["set"], r["seed"]): r for name in table
+                     for r in with_cross_validation([r for r in here if r["set"] == name]).values()}
             runs = kit_runs(here, alpha)
             kit = {name: {seed: run for (where, seed), run in runs.items() if where == name} for name in table}
             tables[alpha] = {"hardware": ", and ".join(hardware), "sets": table, "aims": aims(table, alpha),
@@ -240,6 +278,14 @@ def summary(records: list[dict]) -> dict[float, dict]:
                                                   for name, runs in kit.items()}),
                              "recipes": recipes(here, first)}
     return tables
+
+
+def with_cross_validation(here: list[dict]) -> dict[int, dict]:
+    """One set's stage-1 records by seed, each with its cross-validated accuracy (from the stage-1
+    run, or from the crossval record the bench made for an older one)."""
+    crossed = {r["seed"]: r["cross_validated_accuracy"] for r in here if r["kind"] == "crossval"}
+    return {r["seed"]: {**r, "cross_validated_accuracy": r.get("cross_validated_accuracy") or crossed[r["seed"]]}
+            for r in here if r["kind"] == "stage1"}
 
 
 def aims(table: dict, alpha: float) -> dict:
