@@ -141,16 +141,17 @@ def spread(values: list[float]) -> dict:
             if len(values) > 1 else None, "min": round(float(np.min(values)), 4), "n": len(values)}
 
 
-def as_the_kit_returns(run: dict, first: dict) -> dict:
+def as_the_kit_returns(run: dict, first: dict, skip_from: float | None = None) -> dict:
     """What stage 2's defaults return, read from a run through its whole schedule: the base, not
-    fine-tuned, if stage 1's cross-validated accuracy is at least SKIP_FROM; the base if no epoch
+    fine-tuned, if stage 1's cross-validated accuracy is at least skip_from (default: the
+    stage's SKIP_FROM); the base if no epoch
     up to the give-up epoch came within the margin of the base's validation accuracy (the run
     then stops there: the share of the schedule's time it took); else the average of the last
     quarter of the epochs, which the run itself returned (the mix of that name for earlier runs)."""
     from tinynet.stage2 import SKIP_FROM, chance_margin, give_up_epoch
 
     epochs, base = run["epochs"], run["epochs"][0]
-    if first["cross_validated_accuracy"] >= SKIP_FROM:
+    if first["cross_validated_accuracy"] >= (SKIP_FROM if skip_from is None else skip_from):
         return {"test_accuracy": base["test_accuracy"], "skipped": True, "gave_up": False, "time_share": 0.0}
     epoch = give_up_epoch(len(epochs) - 1)
     margin = (run.get("give_up") or {}).get("margin") or chance_margin(base["val_accuracy"], first["val"])
@@ -164,23 +165,13 @@ def as_the_kit_returns(run: dict, first: dict) -> dict:
     return {"test_accuracy": average, "skipped": False, "gave_up": False, "time_share": 1.0}
 
 
-def skipping_from(level: float):
-    """The kit's rule with another --skip-from: the cross-validated accuracy read as if the
-    threshold were SKIP_FROM."""
-    def returned(run: dict, first: dict) -> dict:
-        from tinynet.stage2 import SKIP_FROM
-
-        skips = first["cross_validated_accuracy"] >= level
-        return as_the_kit_returns(run, {**first, "cross_validated_accuracy": SKIP_FROM if skips else 0})
-    return returned
-
-
 # What else stage 2 could return, read from the same runs (bench_stage2_epochs' mixes of weights).
 RULES = {
     "the kit: the base if stage 1's cross-validated accuracy reaches --skip-from or if it gave up, else the "
     "average of the last quarter": as_the_kit_returns,
     **{f"the same, skipping from a cross-validated accuracy of {level}" if level <= 1 else
-       "the same, never skipping": skipping_from(level) for level in (0.9, 0.93, 0.97, 2)},
+       "the same, never skipping": lambda run, first, level=level: as_the_kit_returns(run, first, level)
+       for level in (0.9, 0.93, 0.97, 2)},
     "the average of the last quarter, never giving up": lambda run, _: run["mixes"]["average_last_quarter"],
     "the average of the last half": lambda run, _: run["mixes"]["average_last_half"],
     "the base and the last quarter's average, half each (WiSE-FT)": lambda run, _: run["mixes"]["base_quarter_0.5"],
@@ -236,7 +227,7 @@ def summary(records: list[dict]) -> dict[float, dict]:
     return it, and as the earlier defaults did) and its gain over stage 1, and the aims."""
     tables = {}
     for alpha in sorted({record["alpha"] for record in records}):
-        table = {}
+        table, firsts = {}, {}
         for name in PHOTO_SETS:
             here = [r for r in records if r["alpha"] == alpha and r["set"] == name]
             first = with_cross_validation(here)
@@ -265,18 +256,16 @@ def summary(records: list[dict]) -> dict[float, dict]:
                 row["stage2_previous"] = {**spread([r["epochs"][r["kit_epoch"]]["test_accuracy"] for r in previous]),
                                           "seeds": sorted(r["seed"] for r in previous)}
             row["images"] = {part: first[min(first)][part] for part in ("train", "val", "test")}
-            table[name] = row
+            table[name], firsts[name] = row, first
         if table:
             here = [r for r in records if r["alpha"] == alpha]
             hardware = sorted({r.get("hardware", MACHINE) for r in here})
-            first = {(r["set"], r["seed"]): r for name in table
-                     for r in with_cross_validation([r for r in here if r["set"] == name]).values()}
             runs = kit_runs(here, alpha)
             kit = {name: {seed: run for (where, seed), run in runs.items() if where == name} for name in table}
             tables[alpha] = {"hardware": ", and ".join(hardware), "sets": table, "aims": aims(table, alpha),
-                             "rules": rules(kit, {name: {seed: first[name, seed] for seed in runs}
-                                                  for name, runs in kit.items()}),
-                             "recipes": recipes(here, first)}
+                             "rules": rules(kit, firsts),
+                             "recipes": recipes(here, {(name, seed): r for name, first in firsts.items()
+                                                       for seed, r in first.items()})}
     return tables
 
 

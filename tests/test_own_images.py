@@ -55,6 +55,13 @@ def trained(photos, weights, tmp_path_factory):
     return base, tuned, mega, runs
 
 
+def assert_same_predictions(base, other) -> None:
+    """The two saved models give the same probabilities: the other hands back the base's weights."""
+    images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
+    before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, other))
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+
 def test_stage_one_reads_the_layout_and_chooses_for_a_small_set(trained):
     base, _, _, (first, *_) = trained
     info = json.loads(base.with_suffix(".json").read_text())
@@ -79,9 +86,7 @@ def test_stage_two_gives_up_after_a_third_of_its_schedule_when_it_cannot_beat_th
     assert info["base_val_accuracy"] == 1.0 and info["returned"] == "base" and info["give_up"]["gave_up"]
     assert info["give_up"]["epoch"] == len(info["history"]) == 2, "a fifth of the ten epochs"
     assert "fine-tuning gave up after 2 of 10 epochs: the output is the base model" in second.stdout
-    images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
-    before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, tuned))
-    np.testing.assert_allclose(after, before, atol=1e-6)
+    assert_same_predictions(base, tuned)
 
 
 def test_stage_two_returns_the_base_untouched_when_stage_one_leaves_nothing_to_gain(trained):
@@ -97,9 +102,7 @@ def test_stage_two_returns_the_base_untouched_when_stage_one_leaves_nothing_to_g
     page = (base.parent / "reports" / "index.html").read_text()
     assert "not fine-tuned: stage 1&#x27;s cross-validated accuracy 1.0000 is at least 0.95" in page
     assert (base.parent / "reports" / "learning_curves.png").exists(), "stage 1's point and penalties"
-    images = np.stack([np.asarray(Image.new("RGB", (90, 60), colour)) for colour in CLASS_COLOURS.values()])
-    before, after = (keras.models.load_model(path).predict(images, verbose=0) for path in (base, untouched))
-    np.testing.assert_allclose(after, before, atol=1e-6)
+    assert_same_predictions(base, untouched)
 
 
 def test_megatest_reports_what_training_measured_on_the_same_test_photos(trained):
