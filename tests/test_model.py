@@ -174,3 +174,29 @@ def test_depth_rates_fall_by_block_from_the_top(model):
     assert by_layer["block_1_expand"] == 0.5**17 and by_layer["Conv1"] == 0.5**19
     assert not any("classifier" in path for path in rates), "the head keeps the full rate"
     assert depth_rates(model, 1.0) == {}
+
+
+@pytest.mark.parametrize("optimizer", [LayerwiseAdam, FusedAdam])
+def test_l2_sp_pulls_each_weight_back_toward_where_it_started(optimizer):
+    """Adam's first step moves a weight by the rate; the pull then takes back anchor * rate of
+    that way, and over many steps the weights stay nearer their start than without it."""
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    y = one_hot(np.arange(16) % 4, 4)
+    moved = {}
+    for anchor, epochs in ((10.0, 1), (0.0, 30), (10.0, 30)):
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="softmax")])
+        initial = net.get_weights()
+        net.compile(optimizer=optimizer(1e-2, anchor=anchor), loss="categorical_crossentropy")
+        net.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
+        moved[anchor, epochs] = np.abs(net.get_weights()[0] - initial[0]).max()
+    np.testing.assert_allclose(moved[10.0, 1], 1e-2 * (1 - 1e-2 * 10), rtol=1e-3)
+    assert moved[10.0, 30] < 0.8 * moved[0.0, 30]
+
+
+def test_label_smoothing_is_the_training_loss_and_a_saved_model_compiles_without_it():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="softmax")])
+    compile_model(model, 1e-3, label_smoothing=0.1)
+    assert model.loss.get_config()["label_smoothing"] == 0.1
+    compile_model(model, 1e-3, for_saving=True)
+    assert model.loss == "categorical_crossentropy"

@@ -16,19 +16,34 @@ class LayerwiseAdam(keras.optimizers.Adam):
     """Keras's Adam, each weight's rate scaled by its multiplier (1 where none is given): deeper
     layers of the base, whose features are the most general, move the least (tinynet.model.depth_rates)."""
 
-    def __init__(self, *args, multipliers: dict[str, float] | None = None, **kwargs):
+    def __init__(self, *args, multipliers: dict[str, float] | None = None, anchor: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.multipliers = multipliers or {}
+        self.anchor = anchor
 
     def build(self, variables):
         super().build(variables)
         self.scales = [self.multipliers.get(variable.path, 1.0) for variable in variables]
+        self.starts = []  # where each weight started, for the pull back
+        if self.anchor:
+            for variable in variables:
+                self.starts.append(self.add_variable_from_reference(
+                    variable, "start", initializer=lambda shape, dtype, value=variable.value: value))
 
     def scaled(self, variable, learning_rate):  # called with the backend's variable, which has no path
         return learning_rate * self.scales[self._get_variable_index(variable)]
 
+    def pull_back(self, variable, learning_rate) -> None:
+        """L2-SP, decoupled from Adam's scaling: each step takes the weight this share of the rate
+        back toward where training started (Li et al. 2018), so few images cannot drag the
+        pretrained features far."""
+        if self.anchor:
+            start = self.starts[self._get_variable_index(variable)]
+            variable.assign_sub(self.scaled(variable, learning_rate) * self.anchor * (variable - start))
+
     def update_step(self, gradient, variable, learning_rate):
-        return super().update_step(gradient, variable, self.scaled(variable, learning_rate))
+        super().update_step(gradient, variable, self.scaled(variable, learning_rate))
+        self.pull_back(variable, learning_rate)
 
 
 class FusedAdam(LayerwiseAdam):
@@ -49,25 +64,30 @@ class FusedAdam(LayerwiseAdam):
             var=variable.handle, m=self._momentums[index].value.handle, v=self._velocities[index].value.handle,
             beta1_power=beta_1**step, beta2_power=beta_2**step, lr=tf.cast(self.scaled(variable, learning_rate), dtype),
             beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+        self.pull_back(variable, learning_rate)
 
 
 def compile_model(model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
                   steps_per_execution: int = 1, jit_compile: bool | str = "auto", for_saving: bool = False,
-                  multipliers: dict[str, float] | None = None) -> None:
+                  multipliers: dict[str, float] | None = None, label_smoothing: float = 0.0,
+                  anchor: float = 0.0) -> None:
     """Adam and categorical cross-entropy on one-hot labels, as the original; on TensorFlow under
     the model's distribution strategy, where its optimizer's variables must be made. FusedAdam is
     TensorFlow's kernel: for_saving, and on other backends, Keras's own Adam (a saved file then
-    loads anywhere without custom objects). `multipliers` scale the rate of named weights."""
+    loads anywhere without custom objects). `multipliers` scale the rate of named weights;
+    label_smoothing moves that share of each target evenly onto every class; anchor is
+    LayerwiseAdam's pull back toward the starting weights."""
     scope = model.distribute_strategy.scope() if backend.on_tensorflow() else contextlib.nullcontext()
     with scope:
         if for_saving:
             optimizer = keras.optimizers.Adam(learning_rate)
         else:
             fused = backend.on_tensorflow()
-            optimizer = (FusedAdam if fused else LayerwiseAdam)(learning_rate, multipliers=multipliers)
+            optimizer = (FusedAdam if fused else LayerwiseAdam)(learning_rate, multipliers=multipliers, anchor=anchor)
         model.compile(
             optimizer=optimizer,
-            loss="categorical_crossentropy",
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing
+            else "categorical_crossentropy",
             metrics=["accuracy"],
             steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,

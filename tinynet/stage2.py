@@ -67,6 +67,11 @@ def parse_args(argv: list[str] | None = None):
     group.add_argument("--layer-decay", type=float, default=1.0,
                        help="each block below the top trains at this fraction of the rate of the block above it "
                             "(1: one rate for all)")
+    group.add_argument("--label-smoothing", type=float, default=0.0, metavar="SHARE",
+                       help="train on targets with this share of each label spread evenly over the classes")
+    group.add_argument("--l2-sp", type=float, default=0.0, metavar="STRENGTH",
+                       help="pull every weight back toward its starting value: each step moves it this times the "
+                            "rate of the way back (L2-SP; 0: off)")
     group.add_argument("--keep", choices=("average", "best"), default="average",
                        help="what stage 2 returns: average, the mean of the weights of the schedule's last quarter "
                             "(its low-rate epochs); best, the epoch best on validation, the base included")
@@ -167,7 +172,8 @@ def main(argv: list[str] | None = None, on_epoch: Callable[[int, keras.Model], N
         # Fine-tune on augmented batches, at a low peak rate reached after the warm-up, through the whole
         # schedule by default: on a small validation set, a plateau that early stopping would end on is noise.
         compile_model(model, cosine_schedule(learning_rate, total_steps, warmup), jit_compile=jit_compile(args.jit),
-                      multipliers=depth_rates(model, args.layer_decay))
+                      multipliers=depth_rates(model, args.layer_decay), label_smoothing=args.label_smoothing,
+                      anchor=args.l2_sp)
         with timed(times, "train"):
             run = train(model, images, labels, epochs=epochs, batch_size=batch_size, seed=seed,
                         output=args.output, resume=args.resume, log_dir=args.log_dir, patience=patience,
