@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from conftest import ROOT, run_main
@@ -42,6 +44,20 @@ def test_float_exports_match_keras_and_int8_is_smaller(exported, tiny_base):
     int8 = formats.export_path(stem, "tflite-int8").stat().st_size
     assert int8 < formats.export_path(stem, "tflite").stat().st_size / 2
     assert int8 < tiny_base.stat().st_size / 2
+
+
+def test_a_mirrored_export_averages_each_image_with_its_mirror_image(tiny_base, tmp_path):
+    base = tmp_path / tiny_base.name
+    for path in (tiny_base, tiny_base.with_suffix(".json")):
+        shutil.copy(path, tmp_path)
+    checks = export.main(["--model", str(base), "--format", "tflite", "--mirror"])
+    path = tmp_path / f"{base.stem}_mirror.tflite"
+    assert checks[0]["passed"] and checks[0]["path"] == str(path)
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    model = keras.models.load_model(base)
+    expected = (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
+    assert np.abs(model.predict(images, verbose=0) - expected).max() > 1e-3, "the mirror must change something"
+    np.testing.assert_allclose(formats.load_runner("tflite", path)(images), expected, atol=1e-5)
 
 
 def test_int8_is_judged_with_the_test_sets_size_in_mind():

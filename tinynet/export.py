@@ -2,11 +2,14 @@
 
     python export.py --format tflite tflite-int8            # beside the model: .tflite, _int8.tflite
     python export.py --model my.h5 --format onnx openvino --output exports/my
+    python export.py --format tflite --mirror               # _mirror.tflite: each image and its mirror
 
 Formats: savedmodel (TensorFlow Serving), tflite (LiteRT, for phones), tflite-int8 (a quarter of
 the size: full integer calibrated on training images, or int8 weights alone if that fails its
 check), onnx (ONNX Runtime) and openvino (OpenVINO IR, for Intel CPUs). An export takes
-uint8 RGB images as the data loader gives them and returns probabilities.
+uint8 RGB images as the data loader gives them and returns probabilities. With --mirror, an
+export averages the model's probabilities on each image and on its mirror image: more accurate
+on most photos, at twice the inference time.
 
 Before an export is reported written, it runs on the test set (a sample of --check-images) in its
 own runtime and is compared with the Keras model: float formats must give the same top class for
@@ -28,7 +31,7 @@ import numpy as np
 from tinynet import backend, cli, formats
 from tinynet.data import load_recorded
 from tinynet.errors import UserError
-from tinynet.model import load_saved_model
+from tinynet.model import load_saved_model, mirrored
 from tinynet.runfiles import read_sidecar, write_json
 
 CALIBRATION_IMAGES = 300  # training images that set int8's activation ranges
@@ -39,8 +42,12 @@ def parse_args(argv: list[str] | None = None):
     cli.add_model_arg(parser)
     parser.add_argument("--format", nargs="+", choices=formats.FORMATS, required=True, dest="formats",
                         help="one or more")
+    parser.add_argument("--mirror", action="store_true",
+                        help="export the average of the model on each image and on its mirror image (test-time "
+                             "augmentation): twice the inference time")
     parser.add_argument("--output", default=None,
-                        help="path and name the exports start with (default: the model's, without .h5)")
+                        help="path and name the exports start with (default: the model's, without .h5, and "
+                             "_mirror with --mirror)")
     cli.add_moved_data_arg(parser)
     parser.add_argument("--check-images", type=cli.positive_int, default=1000,
                         help="test images every export is checked on")
@@ -52,8 +59,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     backend.require_tensorflow("export.py")  # the exports are written from TensorFlow's SavedModel
     formats.check_packages(args.formats)
     stem = Path(args.output) if args.output else Path(args.model).with_suffix("")
+    if args.mirror and not args.output:
+        stem = stem.with_name(f"{stem.name}_mirror")
     cli.check_output(str(stem), "--output", suffix=None)
     model = load_saved_model(args.model)
+    if args.mirror:
+        model = mirrored(model)
 
     # The test images to check on, and training images to calibrate int8 on, as the model saw them.
     _, splits = load_recorded(read_sidecar(args.model).get("data", {}), args.data_dir)

@@ -190,6 +190,22 @@ def scale_and_resize(image: keras.KerasTensor, image_size: int, square: str = "c
                            pad_to_aspect_ratio=square == "pad", name="resize")(x)
 
 
+def mirrored(model: keras.Model) -> keras.Model:
+    """The model's probabilities averaged over each image and its mirror image (test-time
+    augmentation): the same weights run twice, so it takes twice as long. Built from Keras layers
+    only: after the model's own resizing, a fixed matrix reverses the columns."""
+    resized = model.get_layer("resize").output
+    front, rest = keras.Model(model.input, resized, name="front"), keras.Model(resized, model.output, name="rest")
+    image = keras.Input(shape=model.input.shape[1:], dtype=model.input.dtype, name="image")
+    x = front(image)
+    reverse = layers.Dense(x.shape[2], use_bias=False, trainable=False, name="reverse_columns")
+    columns_last = layers.Permute((1, 3, 2), name="columns_last")(x)
+    flipped = layers.Permute((1, 3, 2), name="columns_back")(reverse(columns_last))
+    reverse.set_weights([np.eye(x.shape[2], dtype=np.float32)[::-1]])
+    average = layers.Average(name="with_mirror")([rest(x), rest(flipped)])
+    return keras.Model(image, average, name=f"{model.name}_mirrored")
+
+
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The frozen front of the model: raw images to the features the classifier reads."""
     return keras.Model(model.input, model.get_layer("features").output, name="feature_extractor")
