@@ -46,13 +46,14 @@ def test_float_exports_match_keras_and_int8_is_smaller(exported, tiny_base):
     assert int8 < tiny_base.stat().st_size / 2
 
 
-def test_a_mirrored_export_averages_each_image_with_its_mirror_image(tiny_base, tmp_path):
+def test_a_mirrored_export_averages_each_image_with_its_mirror_image(tiny_base, tmp_path, capsys):
     base = tmp_path / tiny_base.name
     for path in (tiny_base, tiny_base.with_suffix(".json")):
         shutil.copy(path, tmp_path)
     checks = export.main(["--model", str(base), "--format", "tflite", "--mirror"])
     path = tmp_path / f"{base.stem}_mirror.tflite"
     assert checks[0]["passed"] and checks[0]["path"] == str(path)
+    assert "mirrored: test accuracy" in capsys.readouterr().out, "the accuracy alone and mirrored, to choose by"
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     model = keras.models.load_model(base)
     expected = (model.predict(images, verbose=0) + model.predict(images[:, :, ::-1], verbose=0)) / 2
