@@ -190,7 +190,40 @@ def exports() -> str:
                      "images/s, batch 128", "batch 128 against Keras"], rows) + note
 
 
-TABLES = {"photos_1": photos_1, "photos_035": photos_035, "photo_rules": photo_rules, "photo_recipes": photo_recipes,
+def penalty() -> str:
+    """Stage 1's penalty chosen on validation or by cross-validation, against the regression (bench_penalty)."""
+    result = load("penalty")["summary"]
+    rules = [rule for rule in next(iter(result.values())) if rule != "regression"]
+    rows = [[rule] + [f"{points(by_width[rule]['mean_over_regression'])} "
+                      f"({points(by_width[rule]['worst_set_over_regression'])})" for by_width in result.values()]
+            for rule in rules]
+    runs = ", ".join(f"alpha {alpha}: {by_width[rules[0]]['runs']} runs" for alpha, by_width in result.items())
+    header = ["penalty chosen by", *(f"alpha {alpha}: mean over the regression (worst set)" for alpha in result)]
+    return markdown(header, rows) + (f"\nPoints of test accuracy over the logistic regression on the same features "
+                                     f"and split, mean over sets of each set's mean over seeds; {runs}; "
+                                     "`python -m bench.bench_penalty`.\n")
+
+
+def mirror() -> str:
+    """Test-time mirroring (export.py --mirror) against each model alone (bench_mirror)."""
+    result = load("mirror")
+    rows = []
+    for stage, run in result["cifar10"].items():
+        rows.append([f"CIFAR-10, {stage} (alpha 0.35)", f"{run['alone']:.4f}", f"{run['mirrored']:.4f}",
+                     points(run["mirrored"] - run["alone"]), "-",
+                     f"{run['mirrored_seconds'] / run['alone_seconds']:.1f}x"])
+    for name, run in result["summary"].items():
+        rows.append([f"photo sets, {name} (mean over {run['sets']} sets, {run['runs']} models)", f"{run['alone']:.4f}",
+                     f"{run['mirrored']:.4f}", points(run["mirrored"] - run["alone"]),
+                     f"{run['sets_below']} of {run['sets']}", "-"])
+    header = ["models", "alone", "mirrored", "points", "sets where it lost", "time of a pass"]
+    return markdown(header, rows) + (f"\nTest accuracy; the time of a pass over CIFAR-10's test images at batch "
+                                     f"128 against the model alone ({result.get('hardware', XEON)}); "
+                                     "`python -m bench.bench_mirror`.\n")
+
+
+TABLES = {"mirror": mirror, "penalty": penalty, "photos_1": photos_1, "photos_035": photos_035,
+          "photo_rules": photo_rules, "photo_recipes": photo_recipes,
           "tiny_images": tiny_images, "cifar10": cifar10, "runtimes": runtimes, "app": app, "exports": exports}
 
 
