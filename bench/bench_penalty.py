@@ -26,10 +26,10 @@ from bench.common import save
 
 
 def one_standard_error(rows: list[dict], loss: str) -> dict:
-    """The strongest penalty whose loss is within one standard error of the lowest."""
-    lowest = min(rows, key=lambda row: row[loss])
-    return max((row for row in rows if row[loss] <= lowest[loss] + lowest[f"{loss}_error"]),
-               key=lambda row: row["penalty"])
+    """The kit's rule (tinynet.linear_head), imported when used: TensorFlow stays out of this process until then."""
+    from tinynet.linear_head import one_standard_error as rule
+
+    return rule(rows, loss)
 
 
 RULES = {
@@ -40,7 +40,7 @@ RULES = {
 }
 
 
-def held_out_loss(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def held_out_loss(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:  # per image
     return -np.log(np.maximum(probabilities[np.arange(len(labels)), labels], 1e-12))
 
 
@@ -49,34 +49,23 @@ def penalty_rows(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     """Per penalty: the training-only fit on validation and test, and the cross-validated loss."""
     import keras
 
-    from tinynet.linear_head import FOLDS, PENALTIES, fitted, quiet_retracing
+    from tinynet.linear_head import PENALTIES, fitted, held_out_probabilities, quiet_retracing
 
     def probabilities(classifier, x):
         return keras.ops.convert_to_numpy(classifier(x, training=False))
 
     hot = {split: np.eye(num_classes, dtype=np.float32)[y] for split, y in labels.items()}
-    x_all, y_all = (np.concatenate([features["train"], features["val"]]),
-                    np.concatenate([labels["train"], labels["val"]]))
-    fold = np.empty(len(y_all), dtype=int)  # the folds of tinynet.linear_head.cross_validated_accuracy
-    rng = np.random.default_rng(seed)
-    for label in np.unique(y_all):
-        members = rng.permutation(np.flatnonzero(y_all == label))
-        fold[members] = np.arange(len(members)) % FOLDS
     rows = []
     with quiet_retracing():
         for penalty in PENALTIES:
             classifier = fitted(features["train"], hot["train"], num_classes, penalty, seed)
             val = held_out_loss(probabilities(classifier, features["val"]), labels["val"])
-            crossed = np.empty((len(y_all), num_classes), dtype=np.float32)
-            for k in range(FOLDS):
-                held = fold == k
-                crossed[held] = probabilities(fitted(x_all[~held], np.eye(num_classes, dtype=np.float32)[y_all[~held]],
-                                                     num_classes, penalty, seed), x_all[held])
-            cv = held_out_loss(crossed, y_all)
+            crossed, classes = held_out_probabilities(features, hot, num_classes, penalty, seed)
+            cv = held_out_loss(crossed, classes)
             rows.append({"penalty": penalty,
                          "val_loss": float(val.mean()), "val_loss_error": float(val.std() / np.sqrt(len(val))),
                          "cv_loss": float(cv.mean()), "cv_loss_error": float(cv.std() / np.sqrt(len(cv))),
-                         "cv_accuracy": float(np.mean(crossed.argmax(1) == y_all)),
+                         "cv_accuracy": float(np.mean(crossed.argmax(1) == classes)),
                          "test_accuracy": float(np.mean(probabilities(classifier, features["test"]).argmax(1)
                                                         == labels["test"]))})
     return rows

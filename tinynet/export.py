@@ -8,8 +8,8 @@ Formats: savedmodel (TensorFlow Serving), tflite (LiteRT, for phones), tflite-in
 the size: full integer calibrated on training images, or int8 weights alone if that fails its
 check), onnx (ONNX Runtime) and openvino (OpenVINO IR, for Intel CPUs). An export takes
 uint8 RGB images as the data loader gives them and returns probabilities. With --mirror, an
-export averages the model's probabilities on each image and on its mirror image: more accurate
-on most photos, at twice the inference time.
+export averages the model's probabilities on each image and on its mirror image, at twice the
+inference time: more accurate for some models, not all, so both accuracies are printed.
 
 Before an export is reported written, it runs on the test set (a sample of --check-images) in its
 own runtime and is compared with the Keras model: float formats must give the same top class for

@@ -49,15 +49,30 @@ def fit_linear_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarra
                          "val_loss_error": float(losses.std() / np.sqrt(len(losses))),
                          "val_accuracy": float(np.mean(probabilities.argmax(1) == labels["val"].argmax(1)))})
             fits.append(classifier)
-    lowest = min(rows, key=lambda row: row["val_loss"])
-    kept = max(i for i, row in enumerate(rows) if row["val_loss"] <= lowest["val_loss"] + lowest["val_loss_error"])
-    return fits[kept], rows, rows[kept]
+    kept = one_standard_error(rows, "val_loss")
+    return fits[rows.index(kept)], rows, kept
+
+
+def one_standard_error(rows: list[dict], loss: str) -> dict:
+    """The row of the strongest penalty whose `loss` is within one standard error (`<loss>_error`)
+    of the lowest."""
+    lowest = min(rows, key=lambda row: row[loss])
+    return max((row for row in rows if row[loss] <= lowest[loss] + lowest[f"{loss}_error"]),
+               key=lambda row: row["penalty"])
 
 
 def cross_validated_accuracy(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int,
                              penalty: float, seed: int) -> float:
     """The share of the training and validation images that a linear head with this penalty,
-    fitted on the other folds, classifies right (FOLDS folds, each class spread evenly over them)."""
+    fitted on the other folds, classifies right."""
+    probabilities, classes = held_out_probabilities(features, labels, num_classes, penalty, seed)
+    return float(np.mean(probabilities.argmax(1) == classes))
+
+
+def held_out_probabilities(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int,
+                           penalty: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each training and validation image's probabilities from a linear head with this penalty
+    fitted on the other folds (FOLDS folds, each class spread evenly over them), and its class."""
     x = np.concatenate([features["train"], features["val"]])
     y = np.concatenate([labels["train"], labels["val"]])
     classes = y.argmax(1)
@@ -66,14 +81,13 @@ def cross_validated_accuracy(features: dict[str, np.ndarray], labels: dict[str, 
     for label in np.unique(classes):
         members = rng.permutation(np.flatnonzero(classes == label))
         fold[members] = np.arange(len(members)) % FOLDS
-    right = 0
+    probabilities = np.empty((len(y), num_classes), dtype=np.float32)
     with quiet_retracing():
         for k in range(FOLDS):
             held = fold == k
             classifier = fitted(x[~held], y[~held], num_classes, penalty, seed)
-            predicted = keras.ops.convert_to_numpy(classifier(x[held], training=False)).argmax(1)
-            right += int(np.sum(predicted == classes[held]))
-    return right / len(y)
+            probabilities[held] = keras.ops.convert_to_numpy(classifier(x[held], training=False))
+    return probabilities, classes
 
 
 @contextlib.contextmanager
