@@ -3,6 +3,7 @@ kit) or by cross-validation over the training and validation images together.
 
     python -m bench.bench_photos --alpha 1.0 0.35 ...   # first: the stage-1 models
     python -m bench.bench_penalty
+    python -m bench.bench_penalty --summary              # the rules again, from penalty.json's rows
 
 For each width and photo set, the pooled features of every image are computed once with the
 saved stage-1 model's frozen front (the base is the same for every seed); then for each seed, on
@@ -16,27 +17,32 @@ logistic regression on the same split. Results go to bench/results/penalty.json.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
 
 from bench.bench_photos import LOG, MODELS, PHOTO_SETS, read_log
-from bench.common import save
+from bench.common import RESULTS, save
 
 
-def one_standard_error(rows: list[dict], loss: str) -> dict:
+def one_standard_error(rows: list[dict], loss: str, images: float) -> dict:
     """The kit's rule (tinynet.linear_head), imported when used: TensorFlow stays out of this process until then."""
     from tinynet.linear_head import one_standard_error as rule
 
-    return rule(rows, loss)
+    return rule(rows, loss, images)
 
 
-RULES = {
-    "validation, one standard error (the kit)": lambda rows: one_standard_error(rows, "val_loss"),
-    "validation, lowest loss": lambda rows: min(rows, key=lambda row: row["val_loss"]),
-    "cross-validation, one standard error": lambda rows: one_standard_error(rows, "cv_loss"),
-    "cross-validation, lowest loss": lambda rows: min(rows, key=lambda row: row["cv_loss"]),
+RULES = {  # each picks a row of a run
+    "validation, one standard error and at least one image (the kit)":
+        lambda run: one_standard_error(run["rows"], "val_loss", run["val_images"]),
+    "validation, one standard error": lambda run: one_standard_error(run["rows"], "val_loss", math.inf),
+    "validation, lowest loss": lambda run: min(run["rows"], key=lambda row: row["val_loss"]),
+    "cross-validation, one standard error and at least one image":
+        lambda run: one_standard_error(run["rows"], "cv_loss", run["cv_images"]),
+    "cross-validation, lowest loss": lambda run: min(run["rows"], key=lambda row: row["cv_loss"]),
 }
 
 
@@ -79,7 +85,7 @@ def one_set(name: str, alpha: float, seeds: list[int]) -> list[dict]:
     from tinynet.features import PASS_BATCH_SIZE, extract_features
     from tinynet.model import feature_extractor
 
-    sidecars = {seed: json.loads((MODELS / f"{name}_alpha{alpha}_seed{seed}.json").read_text()) for seed in seeds}
+    sidecars = {seed: sidecar(name, alpha, seed) for seed in seeds}
     data = load_recorded_data(sidecars[seeds[0]]["data"])
     extractor = feature_extractor(keras.models.load_model(MODELS / f"{name}_alpha{alpha}_seed{seeds[0]}.h5"))
     as_features = replace(data, parts={part: Part(extract_features(extractor, images.images, PASS_BATCH_SIZE),
@@ -88,10 +94,20 @@ def one_set(name: str, alpha: float, seeds: list[int]) -> list[dict]:
     for seed in seeds:
         splits = split_recorded(as_features, sidecars[seed]["data"])
         rows = penalty_rows(splits.images, splits.labels, data.num_classes, seed)
-        results.append({"set": name, "alpha": alpha, "seed": seed, "kit_penalty": sidecars[seed]["penalty"],
-                        "rows": rows})
+        results.append({"set": name, "alpha": alpha, "seed": seed, **recorded(sidecars[seed]), "rows": rows})
         print(json.dumps({key: results[-1][key] for key in ("set", "alpha", "seed", "kit_penalty")}), flush=True)
     return results
+
+
+def sidecar(name: str, alpha: float, seed: int) -> dict:
+    """The stage-1 model's sidecar that bench_photos left."""
+    return json.loads((MODELS / f"{name}_alpha{alpha}_seed{seed}.json").read_text())
+
+
+def recorded(info: dict) -> dict:
+    """What stage 1 recorded of a run: its penalty and the images each rule's loss is a mean over."""
+    return {"kit_penalty": info["penalty"], "val_images": info["data"]["val"],
+            "cv_images": info["data"]["train"] + info["data"]["val"]}
 
 
 def summary(runs: list[dict], regressions: dict[tuple, float]) -> dict:
@@ -105,7 +121,7 @@ def summary(runs: list[dict], regressions: dict[tuple, float]) -> dict:
                       for s in sets}
         table[str(alpha)] = {"regression": {s: round(v, 4) for s, v in regression.items()}}
         for rule, pick in RULES.items():
-            by_set = {s: float(np.mean([pick(r["rows"])["test_accuracy"] for r in here if r["set"] == s]))
+            by_set = {s: float(np.mean([pick(r)["test_accuracy"] for r in here if r["set"] == s]))
                       for s in sets}
             below = [by_set[s] - regression[s] for s in sets]
             table[str(alpha)][rule] = {"by_set": {s: round(v, 4) for s, v in by_set.items()},
@@ -118,12 +134,20 @@ def summary(runs: list[dict], regressions: dict[tuple, float]) -> dict:
 def main() -> None:
     from bench.common import in_fresh_process
 
-    runs = []
-    for alpha in (1.0, 0.35):
-        for name in PHOTO_SETS:
-            seeds = sorted(int(path.stem.rsplit("seed", 1)[1]) for path in MODELS.glob(f"{name}_alpha{alpha}_seed?.h5"))
-            if seeds:
-                runs += in_fresh_process(one_set, name, alpha, seeds)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--summary", action="store_true",
+                        help="only the summary again, from penalty.json's rows and the stage-1 models' sidecars")
+    if parser.parse_args().summary:
+        written = json.loads((RESULTS / "penalty.json").read_text())["runs"]
+        runs = [{**run, **recorded(sidecar(run["set"], run["alpha"], run["seed"]))} for run in written]
+    else:
+        runs = []
+        for alpha in (1.0, 0.35):
+            for name in PHOTO_SETS:
+                seeds = sorted(int(path.stem.rsplit("seed", 1)[1])
+                               for path in MODELS.glob(f"{name}_alpha{alpha}_seed?.h5"))
+                if seeds:
+                    runs += in_fresh_process(one_set, name, alpha, seeds)
     regressions = {(r["set"], r["alpha"], r["seed"]): r["test_accuracy"]
                    for r in read_log() if r["kind"] == "regression"}
     save("penalty", {"source": str(LOG.relative_to(LOG.parents[3])), "summary": summary(runs, regressions),

@@ -12,6 +12,7 @@ from conftest import class_images, run_script
 from tinynet.data import one_hot, preprocess_data
 from tinynet.errors import UserError
 from tinynet.features import extract_features
+from tinynet.linear_head import one_standard_error
 from tinynet.model import build_model, check_cached_head_matches, feature_extractor, unfreeze
 from tinynet.optimizers import FusedAdam, LayerwiseAdam, compile_model, depth_rates
 from tinynet.runfiles import save_model, write_sidecar
@@ -200,3 +201,17 @@ def test_label_smoothing_is_the_training_loss_and_a_saved_model_compiles_without
     assert model.loss.get_config()["label_smoothing"] == 0.1
     compile_model(model, 1e-3, for_saving=True)
     assert model.loss == "categorical_crossentropy"
+
+
+def test_the_penalty_rule_wants_more_than_one_images_worth_of_loss_before_it_keeps_a_weaker_penalty():
+    def rows(losses: dict[float, tuple[float, float]]) -> list[dict]:
+        return [{"penalty": penalty, "val_loss": loss, "val_loss_error": error}
+                for penalty, (loss, error) in losses.items()]
+
+    # Every validation image right: the loss falls toward the weakest penalty, with next to no spread.
+    separated = rows({0.01: (0.004, 0.001), 0.1: (0.02, 0.004), 1.0: (0.2, 0.02)})
+    assert one_standard_error(separated, "val_loss", 40)["penalty"] == 0.1  # 0.02 is within 1/40 of 0.004
+    assert one_standard_error(separated, "val_loss", 1000)["penalty"] == 0.01
+    # A noisy loss: its standard error is the margin.
+    noisy = rows({0.01: (0.30, 0.05), 0.1: (0.34, 0.06), 1.0: (0.40, 0.07)})
+    assert one_standard_error(noisy, "val_loss", 40)["penalty"] == 0.1

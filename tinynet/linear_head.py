@@ -8,7 +8,10 @@ strongest penalty whose validation cross-entropy is within one standard error of
 kept (the "one-standard-error rule" of cross-validation): on a small validation set the lowest
 loss is itself noisy, and of fits it cannot tell apart the more regularised one generalises
 better. Cross-entropy, not accuracy: on 20 images per class, accuracy moves in steps of several
-points and ties between penalties, while the loss still ranks them.
+points and ties between penalties, while the loss still ranks them. The margin is at least one
+image's worth of loss: where the features separate every validation image, every loss is near
+zero and so is their spread, and the rule would keep the weakest penalty, the most confident fit,
+which validation cannot tell from the others.
 
 The kept penalty is then cross-validated on the training and validation images together: each
 image classified by a fit that did not see it. On a few hundred images that says how often the
@@ -49,16 +52,17 @@ def fit_linear_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarra
                          "val_loss_error": float(losses.std() / np.sqrt(len(losses))),
                          "val_accuracy": float(np.mean(probabilities.argmax(1) == labels["val"].argmax(1)))})
             fits.append(classifier)
-    kept = one_standard_error(rows, "val_loss")
+    kept = one_standard_error(rows, "val_loss", len(labels["val"]))
     return fits[rows.index(kept)], rows, kept
 
 
-def one_standard_error(rows: list[dict], loss: str) -> dict:
-    """The row of the strongest penalty whose `loss` is within one standard error (`<loss>_error`)
-    of the lowest."""
+def one_standard_error(rows: list[dict], loss: str, images: int) -> dict:
+    """The row of the strongest penalty whose `loss`, a mean over this many images, is within one
+    standard error (`<loss>_error`) of the lowest, or within one image's worth of it: a loss of one
+    nat on one image."""
     lowest = min(rows, key=lambda row: row[loss])
-    return max((row for row in rows if row[loss] <= lowest[loss] + lowest[f"{loss}_error"]),
-               key=lambda row: row["penalty"])
+    margin = max(lowest[f"{loss}_error"], 1 / images)
+    return max((row for row in rows if row[loss] <= lowest[loss] + margin), key=lambda row: row["penalty"])
 
 
 def cross_validated_accuracy(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int,
