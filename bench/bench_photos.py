@@ -141,6 +141,12 @@ def spread(values: list[float]) -> dict:
             if len(values) > 1 else None, "min": round(float(np.min(values)), 4), "n": len(values)}
 
 
+def median_seconds(seconds: list[float]) -> float:
+    """Stage 2's training time over the seeds that fine-tuned: the median, which a run slowed by
+    another process on the machine does not move; 0 when every seed returned the base untouched."""
+    return round(float(np.median(seconds)), 1) if seconds else 0.0
+
+
 def as_the_kit_returns(run: dict, first: dict, skip_from: float | None = None) -> dict:
     """What stage 2's defaults return, read from a run through its whole schedule: the base, not
     fine-tuned, if stage 1's cross-validated accuracy is at least skip_from (default: the
@@ -244,8 +250,8 @@ def summary(records: list[dict]) -> dict[float, dict]:
                              "gave_up": sum(r["gave_up"] for r in returned.values()),
                              "time_share_when_gave_up": max([r["time_share"] for r in returned.values()
                                                              if r["gave_up"]], default=None),
-                             "seconds": spread([kit[seed]["train_seconds"] * r["time_share"]
-                                                for seed, r in returned.items()]),
+                             "seconds": median_seconds([kit[seed]["train_seconds"] * r["time_share"]
+                                                        for seed, r in returned.items() if not r["skipped"]]),
                              "seeds": sorted(kit)}
             previous = [r for r in here if r["kind"] == "stage2" and r["recipe"] == PREVIOUS and
                         not r.get("returned")]  # runs of the earlier code: the epoch it chose

@@ -50,6 +50,9 @@ def every_epoch(base: str, output: str, finetune: list[str]) -> tuple[list[dict]
     kept: list[dict[str, np.ndarray]] = []  # stage 2 keeps its best epoch only: keep them all
     stage2.main(["--base", base, "--output", output, *finetune],
                 on_epoch=lambda epoch, model: kept.append({v.path: v.numpy() for v in model.weights}))
+    if not kept:
+        raise ValueError(f"stage 2 ({' '.join(finetune) or 'its defaults'}) returned the base without training an "
+                         "epoch (stage 1 cross-validated at --skip-from or more): give the recipe --no-give-up")
     data, splits = load_recorded(read_sidecar(base)["data"])
     model = load_saved_model(base)
     kept.insert(0, {variable.path: variable.numpy() for variable in model.weights})

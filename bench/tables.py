@@ -58,17 +58,18 @@ def photos(alpha: float) -> str:
                      pm(row["stage1"]), pm(row["regression"]) if "regression" in row else "-",
                      pm(row["tutorial"]) if "tutorial" in row else "-", f"**{pm(two)}**",
                      f"{points(two['gain']['mean'])} ({points(two['gain']['min'])})",
-                     f"{two['skipped'] + two['gave_up']} of {two['n']}", f"{two['seconds']['mean']:.0f} s"])
+                     f"{two['skipped'] + two['gave_up']} of {two['n']}", f"{two['seconds']:.0f} s"])
     aims = result["aims"]
     rows.append(["**mean over the sets**", "", "", "", "", "", f"**{points(aims['mean_gain_over_sets'])}** "
                  f"({points(aims['worst_seed'])})", "", ""])
     header = ["set", "train / val / test", "stage 1", "logistic regression", "TF tutorial", "stage 2",
-              "stage 2 - stage 1, points: mean (worst seed)", "returned the base", "stage 2 training"]
+              "stage 2 - stage 1, points: mean (worst seed)", "returned the base", "stage 2 training, when it runs"]
     seeds = sorted({row["stage2"]["n"] for row in result["sets"].values()})
     counts = f"{seeds[0]} to {seeds[-1]} seeds" if len(seeds) > 1 else f"{seeds[0]} seed{'s' * (seeds[0] > 1)}"
     note = (f"\nTest accuracy, mean ± sd over {counts} (each its own carved validation "
             f"split); returned the base: not fine-tuned (stage 1 cross-validated at `--skip-from` or more) or gave "
-            f"up, its training counted as 0 s; alpha {alpha}{' (rebuilt ImageNet weights)' if alpha == 1.0 else ''}; "
+            f"up; training: median over the seeds that fine-tuned, up to the give-up where it gave up; "
+            f"alpha {alpha}{' (rebuilt ImageNet weights)' if alpha == 1.0 else ''}; "
             f"{result.get('hardware', 'AMD EPYC, 2 cores')}; `python -m bench.bench_photos --alpha {alpha}`.\n")
     return markdown(header, rows) + note
 
