@@ -56,7 +56,7 @@ def fit_linear_head(features: dict[str, np.ndarray], labels: dict[str, np.ndarra
     return fits[rows.index(kept)], rows, kept
 
 
-def one_standard_error(rows: list[dict], loss: str, images: int) -> dict:
+def one_standard_error(rows: list[dict], loss: str, images: float) -> dict:
     """The row of the strongest penalty whose `loss`, a mean over this many images, is within one
     standard error (`<loss>_error`) of the lowest, or within one image's worth of it: a loss of one
     nat on one image."""

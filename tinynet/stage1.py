@@ -231,8 +231,8 @@ def train_linear_head(inputs: dict[str, np.ndarray], labels: dict[str, np.ndarra
     print(f"head: linear, fitted on all {len(labels['train'])} training images at once for each of "
           f"{len(PENALTIES)} L2 penalties")
     net, rows, kept = fit_linear_head(inputs, labels, num_classes, seed)
-    print(f"penalty {kept['penalty']} kept, the strongest within one standard error of the lowest validation "
-          f"loss: loss {kept['val_loss']:.3f}, accuracy {kept['val_accuracy']:.4f}")
+    print(f"penalty {kept['penalty']} kept, the strongest within one standard error (or one image's worth) of "
+          f"the lowest validation loss: loss {kept['val_loss']:.3f}, accuracy {kept['val_accuracy']:.4f}")
     crossed = cross_validated_accuracy(inputs, labels, num_classes, kept["penalty"], seed)
     print(f"cross-validated on all {len(labels['train']) + len(labels['val'])} training and validation images "
           f"({FOLDS} folds): accuracy {crossed:.4f}")
