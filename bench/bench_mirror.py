@@ -24,8 +24,7 @@ from bench.bench_photos import MODELS, PHOTO_SETS
 from bench.common import RESULTS, in_fresh_process, save
 
 CIFAR_MODELS = RESULTS / "models"
-RECIPE = {"unfreeze": "block_3", "layer_decay": 1.0, "learning_rate": None, "keep": "average",
-          "label_smoothing": 0.0, "l2_sp": 0.0, "augment": "auto"}  # the kit's stage-2 defaults
+RECIPE = ("unfreeze", "layer_decay", "learning_rate", "keep", "label_smoothing", "l2_sp", "augment")  # stage 2's
 
 
 def scored(model_path: str, timed: bool = False) -> dict:
@@ -53,9 +52,12 @@ def scored(model_path: str, timed: bool = False) -> dict:
 
 
 def kit_recipe(sidecar: Path) -> bool:
-    """Whether a fine-tuned model ran with the kit's recipe (flags of older runs count as their default)."""
-    settings = json.loads(sidecar.read_text())["settings"]
-    return all(settings.get(key, default) == default for key, default in RECIPE.items())
+    """Whether a fine-tuned model ran with stage 2's default recipe (flags older runs did not
+    have count as their default)."""
+    from tinynet.stage2 import parse_args
+
+    defaults, settings = vars(parse_args([])), json.loads(sidecar.read_text())["settings"]
+    return all(settings.get(key, defaults[key]) == defaults[key] for key in RECIPE)
 
 
 def main() -> None:

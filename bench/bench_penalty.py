@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from bench.bench_photos import LOG, MODELS, PHOTO_SETS, read_log
+from bench.bench_photos import LOG, MODELS, PHOTO_SETS, read_log, stage1_model
 from bench.common import RESULTS, save
 
 
@@ -87,7 +87,7 @@ def one_set(name: str, alpha: float, seeds: list[int]) -> list[dict]:
 
     sidecars = {seed: sidecar(name, alpha, seed) for seed in seeds}
     data = load_recorded_data(sidecars[seeds[0]]["data"])
-    extractor = feature_extractor(keras.models.load_model(MODELS / f"{name}_alpha{alpha}_seed{seeds[0]}.h5"))
+    extractor = feature_extractor(keras.models.load_model(stage1_model(name, alpha, seeds[0])))
     as_features = replace(data, parts={part: Part(extract_features(extractor, images.images, PASS_BATCH_SIZE),
                                                   images.labels, images.files) for part, images in data.parts.items()})
     results = []
@@ -101,7 +101,7 @@ def one_set(name: str, alpha: float, seeds: list[int]) -> list[dict]:
 
 def sidecar(name: str, alpha: float, seed: int) -> dict:
     """The stage-1 model's sidecar that bench_photos left."""
-    return json.loads((MODELS / f"{name}_alpha{alpha}_seed{seed}.json").read_text())
+    return json.loads(stage1_model(name, alpha, seed).with_suffix(".json").read_text())
 
 
 def recorded(info: dict) -> dict:

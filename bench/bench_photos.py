@@ -62,9 +62,14 @@ def key(record: dict) -> tuple:
     return record["kind"], record["set"], record["alpha"], record["seed"], record.get("recipe", "")
 
 
+def stage1_model(name: str, alpha: float, seed: int) -> Path:
+    """Where the bench keeps a set's stage-1 model of this width and seed (its sidecar beside it)."""
+    return MODELS / f"{name}_alpha{alpha}_seed{seed}.h5"
+
+
 def stage1(name: str, data: Path, alpha: float, seed: int) -> tuple[Path, dict]:
     """Stage 1 with its defaults, or the model an earlier run of the bench left."""
-    base = MODELS / f"{name}_alpha{alpha}_seed{seed}.h5"
+    base = stage1_model(name, alpha, seed)
     run = {}
     if not base.with_suffix(".json").exists():
         run = run_stage1(data, seed, base, MODELS / f"{base.stem}.log", alpha)
