@@ -218,7 +218,7 @@ def rules(kit: dict[str, dict[int, dict]], first: dict[str, dict[int, dict]]) ->
 
 def recipes(here: list[dict], first: dict[tuple, dict]) -> dict[str, dict]:
     """Each recipe screened beside the kit's runs: the gain over stage 1 of its last quarter's
-    average and of the kit's runs' on the same sets and seeds."""
+    average and of the kit's runs' on the same sets and seeds: the mean and the worst run."""
     kit = kit_runs(here, here[0]["alpha"])
     table = {}
     for recipe in sorted({r["recipe"] for r in here if r["kind"] == "stage2"} - set(KIT_RUNS[here[0]["alpha"]])):
@@ -227,9 +227,12 @@ def recipes(here: list[dict], first: dict[tuple, dict]) -> dict[str, dict]:
             def gain(run: dict) -> float:
                 quarter = run["mixes"]["average_last_quarter"]["test_accuracy"]
                 return quarter - first[run["set"], run["seed"]]["test_accuracy"]
+            theirs = [kit[r["set"], r["seed"]] for r in runs]
             table[recipe] = {"runs": len(runs), "sets": sorted({r["set"] for r in runs}),
                              "mean_gain": round(float(np.mean([gain(r) for r in runs])), 4),
-                             "kit_mean_gain": round(float(np.mean([gain(kit[r["set"], r["seed"]]) for r in runs])), 4)}
+                             "kit_mean_gain": round(float(np.mean([gain(r) for r in theirs])), 4),
+                             "worst_run": round(min(map(gain, runs)), 4),
+                             "kit_worst_run": round(min(map(gain, theirs)), 4)}
     return table
 
 

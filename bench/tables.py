@@ -103,9 +103,11 @@ def photo_recipes() -> str:
         if (RESULTS / f"photos_alpha{alpha}.json").exists():
             for recipe, run in load(f"photos_alpha{alpha}")["recipes"].items():
                 rows.append([f"`{recipe}`" if recipe else "the earlier defaults (3e-4 at every width)", str(alpha),
-                             f"{run['runs']} ({', '.join(run['sets'])})", points(run["mean_gain"]),
-                             points(run["kit_mean_gain"])])
-    header = ["stage 2 flags", "alpha", "runs (sets)", "its last quarter: gain", "the defaults' on the same runs"]
+                             f"{run['runs']} ({', '.join(run['sets'])})",
+                             f"{points(run['mean_gain'])} ({points(run['worst_run'])})",
+                             f"{points(run['kit_mean_gain'])} ({points(run['kit_worst_run'])})"])
+    header = ["stage 2 flags", "alpha", "runs (sets)", "its last quarter: gain (worst run)",
+              "the defaults' on the same runs"]
     return markdown(header, rows) + "\nPoints over stage 1 on test, mean over the runs.\n"
 
 
