@@ -12,14 +12,16 @@ base; a logistic regression on the same base's pooled features (bench_own_data);
 TensorFlow's tutorial on the same split (bench/tutorial_peer.py); and for each --recipe (flags for
 lilTinyNet_finetuner.py, "" for its defaults) stage 2 through its schedule with every epoch scored
 on validation and test (bench_stage2_epochs), so that any rule for choosing what to return can be
-judged afterwards from the same runs. Each result is appended to bench/results/photos/runs.jsonl
-as it comes, and a run already there is not run again: the bench can be stopped and started.
+judged afterwards from the same runs. Each result is appended to bench/results/photos/runs.jsonl.gz
+(gzip: every epoch's scores make it large) as it comes, and a run already there is not run again:
+the bench can be stopped and started.
 --summary writes bench/results/photos_alpha<width>.json: per set, the mean and spread of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from bench.tutorial_peer import tutorial
 
 PHOTO_SETS = [*SETS, "flowers5"]
 MACHINE = "AMD EPYC, 2 cores"  # where the runs that do not name their hardware ran
-LOG = RESULTS / "photos" / "runs.jsonl"
+LOG = RESULTS / "photos" / "runs.jsonl.gz"
 MODELS = RESULTS / "models" / "photos"
 
 
@@ -47,13 +49,16 @@ def source(name: str, sets_dir: Path) -> Path:
 
 
 def read_log() -> list[dict]:
-    return [json.loads(line) for line in LOG.read_text().splitlines()] if LOG.exists() else []
+    if not LOG.exists():
+        return []
+    with gzip.open(LOG, "rt") as lines:
+        return [json.loads(line) for line in lines]
 
 
 def append(record: dict) -> None:
     record["hardware"] = cpu()
     LOG.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOG, "a") as out:
+    with gzip.open(LOG, "at") as out:  # one gzip member per run: the file reads as one stream
         out.write(json.dumps(record) + "\n")
     print(json.dumps({key: value for key, value in record.items() if key not in ("epochs", "mixes")}), flush=True)
 
