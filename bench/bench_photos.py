@@ -232,12 +232,11 @@ def recipes(here: list[dict], first: dict[tuple, dict]) -> dict[str, dict]:
             def gain(run: dict) -> float:
                 quarter = run["mixes"]["average_last_quarter"]["test_accuracy"]
                 return quarter - first[run["set"], run["seed"]]["test_accuracy"]
-            theirs = [kit[r["set"], r["seed"]] for r in runs]
+            mine, theirs = [gain(r) for r in runs], [gain(kit[r["set"], r["seed"]]) for r in runs]
             table[recipe] = {"runs": len(runs), "sets": sorted({r["set"] for r in runs}),
-                             "mean_gain": round(float(np.mean([gain(r) for r in runs])), 4),
-                             "kit_mean_gain": round(float(np.mean([gain(r) for r in theirs])), 4),
-                             "worst_run": round(min(map(gain, runs)), 4),
-                             "kit_worst_run": round(min(map(gain, theirs)), 4)}
+                             "mean_gain": round(float(np.mean(mine)), 4),
+                             "kit_mean_gain": round(float(np.mean(theirs)), 4),
+                             "worst_run": round(min(mine), 4), "kit_worst_run": round(min(theirs), 4)}
     return table
 
 
