@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,7 @@ import numpy as np
 from bench.bench_own_data import DATASETS, run_stage1, write_sources
 from bench.common import DATA, RESULTS, flags_tag, in_fresh_process, save
 
+EMA_MOMENTA = (0.98, 0.99, 0.995)  # Keras's default 0.99, and either side of it
 RULES = ("kit", "last", "val_loss", "val_loss_no_worse", "best_latest", "accuracy_then_loss")
 
 
@@ -54,6 +56,7 @@ def every_epoch(base: str, output: str, finetune: list[str]) -> tuple[list[dict]
         raise ValueError(f"stage 2 ({' '.join(finetune) or 'its defaults'}) returned the base without training an "
                          "epoch (stage 1 cross-validated at --skip-from or more): give the recipe --no-give-up")
     data, splits = load_recorded(read_sidecar(base)["data"])
+    steps_per_epoch = math.ceil(len(splits.labels["train"]) / read_sidecar(output)["batch_size"])
     model = load_saved_model(base)
     kept.insert(0, {variable.path: variable.numpy() for variable in model.weights})
     rows = []
@@ -61,16 +64,17 @@ def every_epoch(base: str, output: str, finetune: list[str]) -> tuple[list[dict]
         set_weights(model, weights)
         rows.append(scores(model, splits))
     mixed = {}
-    for name, weights in mixes(kept).items():
+    for name, weights in mixes(kept, steps_per_epoch).items():
         set_weights(model, weights)
         mixed[name] = scores(model, splits)
     return rows, mixed
 
 
-def mixes(kept: list[dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
-    """Weights made from several epochs' (kept[0] the base): averages of the last epochs, and the
-    base interpolated with the last epoch or with an average. BatchNormalization is frozen, so its
-    statistics are the same in every epoch, and no mix needs them recomputed."""
+def mixes(kept: list[dict[str, np.ndarray]], steps_per_epoch: int) -> dict[str, dict[str, np.ndarray]]:
+    """Weights made from several epochs' (kept[0] the base): averages of the last epochs, the
+    base interpolated with the last epoch or with an average, and exponential moving averages.
+    BatchNormalization is frozen, so its statistics are the same in every epoch, and no mix needs
+    them recomputed."""
     def combined(weights: list[dict[str, np.ndarray]], shares: list[float]) -> dict[str, np.ndarray]:
         return {path: sum(share * w[path] for share, w in zip(shares, weights, strict=True))
                 if np.issubdtype(value.dtype, np.floating) else value for path, value in weights[-1].items()}
@@ -84,6 +88,12 @@ def mixes(kept: list[dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]
     for share in (0.25, 0.5, 0.75):  # the fine-tuned weights' share
         result[f"base_last_{share}"] = combined([kept[0], kept[-1]], [1 - share, share])
         result[f"base_quarter_{share}"] = combined([kept[0], quarter], [1 - share, share])
+    for momentum in EMA_MOMENTA:  # Keras's use_ema, its average moved at each step, read at each epoch's end
+        decay = momentum**steps_per_epoch
+        moving = kept[0]
+        for weights in kept[1:]:
+            moving = combined([moving, weights], [decay, 1 - decay])
+        result[f"ema_{momentum}"] = moving
     return result
 
 

@@ -101,14 +101,21 @@ def photo_recipes() -> str:
     rows = []
     for alpha in (1.0, 0.35):
         if (RESULTS / f"photos_alpha{alpha}.json").exists():
-            for recipe, run in load(f"photos_alpha{alpha}")["recipes"].items():
-                rows.append([f"`{recipe}`" if recipe else "the earlier defaults (3e-4 at every width)", str(alpha),
+            for run in load(f"photos_alpha{alpha}")["recipes"].values():
+                flags = (f"the defaults, run again (`{run['flags']}`)" if run["rerun"] else f"`{run['flags']}`"
+                         if run["flags"] else "the earlier defaults (3e-4 at every width)")
+                if run["returns"].startswith("ema "):
+                    flags += f", returning an EMA of the weights (momentum {run['returns'].split()[1]})"
+                rows.append([flags, str(alpha),
                              f"{run['runs']} ({', '.join(run['sets'])})",
                              f"{points(run['mean_gain'])} ({points(run['worst_run'])})",
                              f"{points(run['kit_mean_gain'])} ({points(run['kit_worst_run'])})"])
-    header = ["stage 2 flags", "alpha", "runs (sets)", "its last quarter: gain (worst run)",
+    header = ["stage 2 flags", "alpha", "runs (sets)", "what it returns: gain (worst run)",
               "the defaults' on the same runs"]
-    return markdown(header, rows) + "\nPoints over stage 1 on test, mean over the runs.\n"
+    note = ("\nPoints over stage 1 on test, mean over the runs; a run returns the average of its last quarter, "
+            "or the exponential moving average of its weights that Keras's `use_ema` keeps (with the weights "
+            "each epoch ended with standing for its steps).\n")
+    return markdown(header, rows) + note
 
 
 def tiny_images() -> str:
