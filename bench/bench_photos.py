@@ -238,9 +238,9 @@ def recipes(here: list[dict], first: dict[tuple, dict]) -> dict[str, dict]:
                 return run["mixes"][mix]["test_accuracy"] - first[run["set"], run["seed"]]["test_accuracy"]
             mine = [gain(r) for r in runs]
             theirs = [gain(kit[r["set"], r["seed"]], "average_last_quarter") for r in runs]
-            returns = "ema " + mix.removeprefix("ema_") if mix in moving else "average_last_quarter"
-            table[recipe if mix == "average_last_quarter" else f"{recipe}, {returns}"] = {
-                "flags": recipe, "rerun": recipe == RERUN, "returns": returns, "runs": len(runs),
+            momentum = float(mix.removeprefix("ema_")) if mix in moving else None
+            table[recipe if momentum is None else f"{recipe}, {mix}"] = {
+                "flags": recipe, "rerun": recipe == RERUN, "ema_momentum": momentum, "runs": len(runs),
                 "sets": sorted({r["set"] for r in runs}),
                 "mean_gain": round(float(np.mean(mine)), 4), "kit_mean_gain": round(float(np.mean(theirs)), 4),
                 "worst_run": round(min(mine), 4), "kit_worst_run": round(min(theirs), 4)}

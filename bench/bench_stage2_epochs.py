@@ -88,7 +88,7 @@ def mixes(kept: list[dict[str, np.ndarray]], steps_per_epoch: int) -> dict[str, 
     for share in (0.25, 0.5, 0.75):  # the fine-tuned weights' share
         result[f"base_last_{share}"] = combined([kept[0], kept[-1]], [1 - share, share])
         result[f"base_quarter_{share}"] = combined([kept[0], quarter], [1 - share, share])
-    for momentum in EMA_MOMENTA:  # Keras's use_ema, its average moved at each step, read at each epoch's end
+    for momentum in EMA_MOMENTA:  # Keras's use_ema moves it every step: each epoch's end weights stand for its steps
         decay = momentum**steps_per_epoch
         moving = kept[0]
         for weights in kept[1:]:

@@ -104,8 +104,8 @@ def photo_recipes() -> str:
             for run in load(f"photos_alpha{alpha}")["recipes"].values():
                 flags = (f"the defaults, run again (`{run['flags']}`)" if run["rerun"] else f"`{run['flags']}`"
                          if run["flags"] else "the earlier defaults (3e-4 at every width)")
-                if run["returns"].startswith("ema "):
-                    flags += f", returning an EMA of the weights (momentum {run['returns'].split()[1]})"
+                if run["ema_momentum"]:
+                    flags += f", returning an EMA of the weights (momentum {run['ema_momentum']:g})"
                 rows.append([flags, str(alpha),
                              f"{run['runs']} ({', '.join(run['sets'])})",
                              f"{points(run['mean_gain'])} ({points(run['worst_run'])})",
