@@ -226,18 +226,19 @@ def recipes(here: list[dict], first: dict[tuple, dict]) -> dict[str, dict]:
     """Each recipe screened beside the kit's runs: the gain over stage 1 of its last quarter's
     average (and of each moving average of its weights, where the run has them) and of the kit's
     runs' on the same sets and seeds: the mean and the worst run."""
+    def gain(run: dict, mix: str = "average_last_quarter") -> float:
+        return run["mixes"][mix]["test_accuracy"] - first[run["set"], run["seed"]]["test_accuracy"]
+
     kit = kit_runs(here, here[0]["alpha"])
     table = {}
     for recipe in sorted({r["recipe"] for r in here if r["kind"] == "stage2"} - set(KIT_RUNS[here[0]["alpha"]])):
         runs = [r for r in here if r["kind"] == "stage2" and r["recipe"] == recipe and (r["set"], r["seed"]) in kit]
         if not runs:
             continue
+        theirs = [gain(kit[r["set"], r["seed"]]) for r in runs]
         moving = sorted(mix for mix in runs[0]["mixes"] if mix.startswith("ema_"))
         for mix in ("average_last_quarter", *moving):
-            def gain(run: dict, mix: str = mix) -> float:
-                return run["mixes"][mix]["test_accuracy"] - first[run["set"], run["seed"]]["test_accuracy"]
-            mine = [gain(r) for r in runs]
-            theirs = [gain(kit[r["set"], r["seed"]], "average_last_quarter") for r in runs]
+            mine = [gain(r, mix) for r in runs]
             momentum = float(mix.removeprefix("ema_")) if mix in moving else None
             table[recipe if momentum is None else f"{recipe}, {mix}"] = {
                 "flags": recipe, "rerun": recipe == RERUN, "ema_momentum": momentum, "runs": len(runs),

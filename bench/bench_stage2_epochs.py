@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -48,6 +47,7 @@ def every_epoch(base: str, output: str, finetune: list[str]) -> tuple[list[dict]
     from tinynet.data import load_recorded
     from tinynet.model import load_saved_model
     from tinynet.runfiles import read_sidecar
+    from tinynet.training import epoch_steps
 
     kept: list[dict[str, np.ndarray]] = []  # stage 2 keeps its best epoch only: keep them all
     stage2.main(["--base", base, "--output", output, *finetune],
@@ -56,7 +56,7 @@ def every_epoch(base: str, output: str, finetune: list[str]) -> tuple[list[dict]
         raise ValueError(f"stage 2 ({' '.join(finetune) or 'its defaults'}) returned the base without training an "
                          "epoch (stage 1 cross-validated at --skip-from or more): give the recipe --no-give-up")
     data, splits = load_recorded(read_sidecar(base)["data"])
-    steps_per_epoch = math.ceil(len(splits.labels["train"]) / read_sidecar(output)["batch_size"])
+    steps_per_epoch = epoch_steps(len(splits.labels["train"]), read_sidecar(output)["batch_size"])
     model = load_saved_model(base)
     kept.insert(0, {variable.path: variable.numpy() for variable in model.weights})
     rows = []

@@ -102,8 +102,10 @@ def photo_recipes() -> str:
     for alpha in (1.0, 0.35):
         if (RESULTS / f"photos_alpha{alpha}.json").exists():
             for run in load(f"photos_alpha{alpha}")["recipes"].values():
-                flags = (f"the defaults, run again (`{run['flags']}`)" if run["rerun"] else f"`{run['flags']}`"
-                         if run["flags"] else "the earlier defaults (3e-4 at every width)")
+                if run["rerun"]:
+                    flags = f"the defaults, run again (`{run['flags']}`)"
+                else:
+                    flags = f"`{run['flags']}`" if run["flags"] else "the earlier defaults (3e-4 at every width)"
                 if run["ema_momentum"]:
                     flags += f", returning an EMA of the weights (momentum {run['ema_momentum']:g})"
                 rows.append([flags, str(alpha),
